@@ -1,0 +1,95 @@
+//! The admin endpoint: /metrics (Prometheus text), /healthz (alive), /readyz (ready to serve).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use http::StatusCode;
+use http::header::CONTENT_TYPE;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::SelfMetrics;
+
+/// What /readyz reports.
+#[derive(Default)]
+pub struct Health {
+    exporters_started: AtomicBool,
+    receivers_listening: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+impl Health {
+    pub fn set_exporters_started(&self) {
+        self.exporters_started.store(true, Ordering::SeqCst);
+    }
+    pub fn set_receivers_listening(&self) {
+        self.receivers_listening.store(true, Ordering::SeqCst);
+    }
+    pub fn set_shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+    /// None when ready, else why not.
+    pub fn not_ready_because(&self) -> Option<&'static str> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            Some("shutting down")
+        } else if !self.exporters_started.load(Ordering::SeqCst) {
+            Some("exporters are starting")
+        } else if !self.receivers_listening.load(Ordering::SeqCst) {
+            Some("receivers are starting")
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    metrics: Arc<SelfMetrics>,
+    health: Arc<Health>,
+}
+
+pub fn serve(
+    listener: TcpListener,
+    metrics: Arc<SelfMetrics>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready_handler))
+        .with_state(AdminState { metrics, health });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    })
+}
+
+async fn metrics_handler(State(s): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+}
+
+async fn ready_handler(State(s): State<AdminState>) -> impl IntoResponse {
+    match s.health.not_ready_because() {
+        None => (StatusCode::OK, "ready\n".to_string()),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}

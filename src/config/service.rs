@@ -1,0 +1,241 @@
+//! The `service` section: pipelines, self-telemetry and shutdown.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Problems, Validate, duration};
+use crate::exporter::ExporterConfig;
+use crate::processor::ProcessorConfig;
+use crate::receiver::ReceiverConfig;
+use crate::signal::Signal;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// `traces`, `metrics`, `logs`, or a named one such as `traces/analysis`.
+    #[serde(default)]
+    pub pipelines: BTreeMap<String, PipelineConfig>,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// How long shutdown may take to drain pipelines and exporter queues (default 30s).
+    #[serde(default = "default_shutdown_timeout", with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub receivers: Vec<String>,
+    #[serde(default)]
+    pub processors: Vec<String>,
+    pub exporters: Vec<String>,
+    /// Capacity of the pipeline's input queue in items (spans, points or records; default
+    /// 50,000). When it is full, receivers refuse retryably or wait (their `when_full`).
+    #[serde(default = "default_queue_size")]
+    pub queue_size: usize,
+}
+
+fn default_queue_size() -> usize {
+    50_000
+}
+
+impl PipelineConfig {
+    /// The signal of a pipeline id (`traces/x` → traces); None for an invalid id.
+    pub fn signal_of(id: &str) -> Option<Signal> {
+        Signal::parse(super::component_type(id))
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    #[serde(default)]
+    pub metrics: TelemetryMetricsConfig,
+    #[serde(default)]
+    pub logs: TelemetryLogsConfig,
+}
+
+/// The admin endpoint: /metrics, /healthz, /readyz.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryMetricsConfig {
+    /// Default 127.0.0.1:8888.
+    #[serde(default = "default_admin_address")]
+    pub address: String,
+}
+
+impl Default for TelemetryMetricsConfig {
+    fn default() -> Self {
+        TelemetryMetricsConfig {
+            address: default_admin_address(),
+        }
+    }
+}
+
+fn default_admin_address() -> String {
+    "127.0.0.1:8888".to_string()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryLogsConfig {
+    /// A tracing filter: `info`, `debug`, `ragwatch=debug,info`. RUST_LOG overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    #[serde(default)]
+    pub encoding: LogEncoding,
+}
+
+impl Default for TelemetryLogsConfig {
+    fn default() -> Self {
+        TelemetryLogsConfig {
+            level: default_log_level(),
+            encoding: LogEncoding::default(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".to_string()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogEncoding {
+    /// Human-readable lines.
+    #[default]
+    Console,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Validate for ServiceConfig {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        if self.shutdown_timeout.is_zero() {
+            problems.push(
+                &format!("{path}.shutdown_timeout"),
+                "must be greater than zero",
+            );
+        }
+        if let Err(e) = crate::net::parse_listen_address(&self.telemetry.metrics.address) {
+            problems.push(&format!("{path}.telemetry.metrics.address"), e);
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.telemetry.logs.level) {
+            problems.push(
+                &format!("{path}.telemetry.logs.level"),
+                format!("not a log filter: {e}"),
+            );
+        }
+        if self.pipelines.is_empty() {
+            problems.push(
+                &format!("{path}.pipelines"),
+                "at least one pipeline is needed",
+            );
+        }
+        for (id, p) in &self.pipelines {
+            let pp = format!("{path}.pipelines.{id}");
+            if PipelineConfig::signal_of(id).is_none() {
+                problems.push(
+                    &pp,
+                    "a pipeline id is traces, metrics or logs, optionally followed by /name",
+                );
+            }
+            if p.receivers.is_empty() {
+                problems.push(
+                    &format!("{pp}.receivers"),
+                    "at least one receiver is needed",
+                );
+            }
+            if p.exporters.is_empty() {
+                problems.push(
+                    &format!("{pp}.exporters"),
+                    "at least one exporter is needed",
+                );
+            }
+            if p.queue_size == 0 {
+                problems.push(&format!("{pp}.queue_size"), "must be greater than zero");
+            }
+            for (list, name) in [
+                (&p.receivers, "receivers"),
+                (&p.processors, "processors"),
+                (&p.exporters, "exporters"),
+            ] {
+                let mut seen = BTreeSet::new();
+                for (i, c) in list.iter().enumerate() {
+                    if !seen.insert(c) {
+                        problems.push(
+                            &format!("{pp}.{name}.{i}"),
+                            format!("`{c}` is listed twice"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// Every pipeline names only components that are defined and support its signal.
+    pub(super) fn check_references(
+        &self,
+        receivers: &BTreeMap<String, ReceiverConfig>,
+        processors: &BTreeMap<String, ProcessorConfig>,
+        exporters: &BTreeMap<String, ExporterConfig>,
+        problems: &mut Problems,
+    ) {
+        for (id, p) in &self.pipelines {
+            let pp = format!("service.pipelines.{id}");
+            let signal = PipelineConfig::signal_of(id);
+            for (i, r) in p.receivers.iter().enumerate() {
+                if !receivers.contains_key(r) {
+                    problems.push(
+                        &format!("{pp}.receivers.{i}"),
+                        format!("receiver `{r}` is not defined under receivers"),
+                    );
+                }
+            }
+            for (i, r) in p.processors.iter().enumerate() {
+                match processors.get(r) {
+                    None => problems.push(
+                        &format!("{pp}.processors.{i}"),
+                        format!("processor `{r}` is not defined under processors"),
+                    ),
+                    Some(proc) => {
+                        if let Some(s) = signal
+                            && !proc.supports(s)
+                        {
+                            problems.push(
+                                &format!("{pp}.processors.{i}"),
+                                format!("processor `{r}` does not handle {s}"),
+                            );
+                        }
+                    }
+                }
+            }
+            for (i, r) in p.exporters.iter().enumerate() {
+                match exporters.get(r) {
+                    None => problems.push(
+                        &format!("{pp}.exporters.{i}"),
+                        format!("exporter `{r}` is not defined under exporters"),
+                    ),
+                    Some(e) => {
+                        if let Some(s) = signal
+                            && !e.supports(s)
+                        {
+                            problems.push(
+                                &format!("{pp}.exporters.{i}"),
+                                format!("exporter `{r}` does not handle {s}"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

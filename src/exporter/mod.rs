@@ -1,0 +1,438 @@
+//! Exporters: where telemetry leaves ragwatch. Every exporter sits behind the same sending queue
+//! and retry loop (the Collector's exporterhelper): a bounded queue, N consumers, retries with
+//! backoff and jitter honouring RetryInfo / Retry-After, a per-attempt timeout, permanent vs
+//! retryable errors per OTLP, and a counter plus a log line for everything dropped.
+
+mod debug;
+mod file;
+mod otlp_grpc;
+mod otlp_http;
+mod queue;
+mod tls;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use debug::DebugExporterConfig;
+pub use file::FileExporterConfig;
+pub use queue::ExporterHandle;
+pub use tls::TlsClientConfig;
+
+use crate::config::{Problems, Secret, Validate, deserialize_collecting, duration, unknown_type};
+use crate::signal::{Batch, Signal};
+use crate::telemetry::SelfMetrics;
+
+/// The configuration of one exporter instance.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ExporterConfig {
+    Otlp(OtlpExporterConfig),
+    OtlpHttp(OtlpExporterConfig),
+    File(FileExporterConfig),
+    Debug(DebugExporterConfig),
+}
+
+const KNOWN: &[&str] = &["otlp", "otlphttp", "file", "debug"];
+
+impl ExporterConfig {
+    pub(crate) fn from_value(
+        ty: &str,
+        v: Value,
+        path: &str,
+        problems: &mut Problems,
+    ) -> Option<Self> {
+        match ty {
+            "otlp" => deserialize_collecting(v, path, problems).map(ExporterConfig::Otlp),
+            "otlphttp" => deserialize_collecting(v, path, problems).map(ExporterConfig::OtlpHttp),
+            "file" => deserialize_collecting(v, path, problems).map(ExporterConfig::File),
+            "debug" => deserialize_collecting(v, path, problems).map(ExporterConfig::Debug),
+            other => {
+                unknown_type("exporter", other, KNOWN, path, problems);
+                None
+            }
+        }
+    }
+
+    /// Every exporter type handles all three signals.
+    pub fn supports(&self, _signal: Signal) -> bool {
+        true
+    }
+
+    fn queue(&self) -> QueueConfig {
+        match self {
+            ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => c.sending_queue.clone(),
+            // Local sinks: one writer keeps lines whole and in order.
+            ExporterConfig::File(_) | ExporterConfig::Debug(_) => QueueConfig {
+                num_consumers: 1,
+                ..QueueConfig::default()
+            },
+        }
+    }
+
+    fn retry(&self) -> RetryConfig {
+        match self {
+            ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => c.retry_on_failure.clone(),
+            ExporterConfig::File(_) | ExporterConfig::Debug(_) => RetryConfig::default(),
+        }
+    }
+}
+
+impl Validate for ExporterConfig {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        match self {
+            ExporterConfig::Otlp(c) => {
+                if let Err(e) = otlp_grpc::grpc_url(&c.endpoint, c.tls.insecure) {
+                    problems.push(&format!("{path}.endpoint"), e);
+                }
+                for (name, v) in c.signal_endpoints() {
+                    if v.is_some() {
+                        problems.push(
+                            &format!("{path}.{name}"),
+                            "only the otlphttp exporter has per-signal endpoints",
+                        );
+                    }
+                }
+                c.validate(path, problems);
+            }
+            ExporterConfig::OtlpHttp(c) => {
+                for (name, v) in [("endpoint", Some(&c.endpoint))]
+                    .into_iter()
+                    .chain(c.signal_endpoints())
+                {
+                    if let Some(v) = v
+                        && let Err(e) = otlp_http::check_url(v)
+                    {
+                        problems.push(&format!("{path}.{name}"), e);
+                    }
+                }
+                c.validate(path, problems);
+            }
+            ExporterConfig::File(c) => c.validate(path, problems),
+            ExporterConfig::Debug(_) => {}
+        }
+    }
+}
+
+/// The network exporters: `otlp` (gRPC) and `otlphttp` (protobuf over HTTP).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpExporterConfig {
+    /// otlp: `host:port` (TLS unless tls.insecure), `https://host:port` or `http://host:port`.
+    /// otlphttp: a base URL; requests go to `<endpoint>/v1/<signal>`.
+    pub endpoint: String,
+    /// otlphttp only: full URLs overriding `<endpoint>/v1/<signal>` for one signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traces_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_endpoint: Option<String>,
+    /// Extra request headers (for SaaS API keys); values are secrets, never printed.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    #[serde(default)]
+    pub compression: Compression,
+    /// Per-attempt timeout (default 5s).
+    #[serde(default = "default_timeout", with = "duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub tls: TlsClientConfig,
+    #[serde(default)]
+    pub sending_queue: QueueConfig,
+    #[serde(default)]
+    pub retry_on_failure: RetryConfig,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl OtlpExporterConfig {
+    fn signal_endpoints(&self) -> [(&'static str, Option<&String>); 3] {
+        [
+            ("traces_endpoint", self.traces_endpoint.as_ref()),
+            ("metrics_endpoint", self.metrics_endpoint.as_ref()),
+            ("logs_endpoint", self.logs_endpoint.as_ref()),
+        ]
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        if self.timeout.is_zero() {
+            problems.push(&format!("{path}.timeout"), "must be greater than zero");
+        }
+        for (k, v) in &self.headers {
+            if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                problems.push(&format!("{path}.headers.{k}"), "not a valid header name");
+            }
+            if http::HeaderValue::from_str(v.expose()).is_err() {
+                problems.push(&format!("{path}.headers.{k}"), "not a valid header value");
+            }
+        }
+        self.tls.validate(&format!("{path}.tls"), problems);
+        self.sending_queue
+            .validate(&format!("{path}.sending_queue"), problems);
+        self.retry_on_failure
+            .validate(&format!("{path}.retry_on_failure"), problems);
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+    None,
+}
+
+/// The sending queue in front of an exporter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Requests the queue holds (default 1000).
+    #[serde(default = "default_queue_size")]
+    pub queue_size: usize,
+    /// Concurrent senders (default 10).
+    #[serde(default = "default_consumers")]
+    pub num_consumers: usize,
+    /// When the queue is full: true (default) makes the pipeline wait, which fills the pipeline
+    /// queue and makes receivers refuse retryably, so nothing is lost; false drops the request and
+    /// counts it in ragwatch_exporter_enqueue_failed_*.
+    #[serde(default = "yes")]
+    pub block_on_overflow: bool,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            queue_size: default_queue_size(),
+            num_consumers: default_consumers(),
+            block_on_overflow: true,
+        }
+    }
+}
+
+fn default_queue_size() -> usize {
+    1000
+}
+fn default_consumers() -> usize {
+    10
+}
+fn yes() -> bool {
+    true
+}
+
+impl QueueConfig {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        if self.queue_size == 0 {
+            problems.push(&format!("{path}.queue_size"), "must be greater than zero");
+        }
+        if self.num_consumers == 0 {
+            problems.push(
+                &format!("{path}.num_consumers"),
+                "must be greater than zero",
+            );
+        }
+    }
+}
+
+/// Retries with exponential backoff and jitter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_initial", with = "duration")]
+    pub initial_interval: Duration,
+    #[serde(default = "default_max_interval", with = "duration")]
+    pub max_interval: Duration,
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+    /// Each wait is the backoff times a random factor in [1 - r, 1 + r] (default 0.5).
+    #[serde(default = "default_randomization")]
+    pub randomization_factor: f64,
+    /// Give up on a request after this long (default 300s).
+    #[serde(default = "default_max_elapsed", with = "duration")]
+    pub max_elapsed_time: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            enabled: true,
+            initial_interval: default_initial(),
+            max_interval: default_max_interval(),
+            multiplier: default_multiplier(),
+            randomization_factor: default_randomization(),
+            max_elapsed_time: default_max_elapsed(),
+        }
+    }
+}
+
+fn default_initial() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_multiplier() -> f64 {
+    1.5
+}
+fn default_randomization() -> f64 {
+    0.5
+}
+fn default_max_elapsed() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl RetryConfig {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        for (name, d) in [
+            ("initial_interval", self.initial_interval),
+            ("max_interval", self.max_interval),
+            ("max_elapsed_time", self.max_elapsed_time),
+        ] {
+            if d.is_zero() {
+                problems.push(&format!("{path}.{name}"), "must be greater than zero");
+            }
+        }
+        if self.max_interval < self.initial_interval {
+            problems.push(
+                &format!("{path}.max_interval"),
+                "must not be less than initial_interval",
+            );
+        }
+        if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
+            problems.push(&format!("{path}.multiplier"), "must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.randomization_factor) {
+            problems.push(
+                &format!("{path}.randomization_factor"),
+                "must be between 0 and 1",
+            );
+        }
+    }
+}
+
+/// One batch on its way out, shared by every exporter of a pipeline; encoded at most once.
+pub struct Payload {
+    pub batch: Batch,
+    pub items: usize,
+    encoded: OnceLock<Bytes>,
+}
+
+impl Payload {
+    pub fn new(batch: Batch) -> Arc<Payload> {
+        let items = batch.item_count();
+        Arc::new(Payload {
+            batch,
+            items,
+            encoded: OnceLock::new(),
+        })
+    }
+
+    pub fn signal(&self) -> Signal {
+        self.batch.signal()
+    }
+
+    /// The OTLP protobuf encoding of the request.
+    pub fn protobuf(&self) -> &Bytes {
+        self.encoded.get_or_init(|| {
+            Bytes::from(match &self.batch {
+                Batch::Traces(r) => r.encode_to_vec(),
+                Batch::Metrics(r) => r.encode_to_vec(),
+                Batch::Logs(r) => r.encode_to_vec(),
+            })
+        })
+    }
+}
+
+/// What a backend said about a delivered request.
+#[derive(Debug, Default)]
+pub struct Delivered {
+    /// Items the backend rejected in a partial success.
+    pub rejected: u64,
+    pub message: String,
+}
+
+/// Why a send attempt failed, classified the OTLP way.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{message}")]
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// Why an exporter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("exporter {id}: {message}")]
+    Exporter { id: String, message: String },
+}
+
+enum Transport {
+    Grpc(otlp_grpc::GrpcTransport),
+    Http(otlp_http::HttpTransport),
+    File(file::FileTransport),
+    Debug(debug::DebugTransport),
+}
+
+impl Transport {
+    async fn send(&self, p: &Payload) -> Result<Delivered, ExportError> {
+        match self {
+            Transport::Grpc(t) => t.send(p).await,
+            Transport::Http(t) => t.send(p).await,
+            Transport::File(t) => t.send(p),
+            Transport::Debug(t) => t.send(p),
+        }
+    }
+}
+
+/// A started exporter: the handle pipelines enqueue into, and its consumer tasks.
+pub struct RunningExporter {
+    pub handle: ExporterHandle,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Build and start one exporter. `hard_stop` fires when the shutdown grace period runs out.
+pub fn start(
+    id: &str,
+    config: &ExporterConfig,
+    metrics: &SelfMetrics,
+    hard_stop: CancellationToken,
+) -> Result<RunningExporter, StartError> {
+    let err = |message: String| StartError::Exporter {
+        id: id.to_string(),
+        message,
+    };
+    let transport = match config {
+        ExporterConfig::Otlp(c) => Transport::Grpc(otlp_grpc::GrpcTransport::new(c).map_err(err)?),
+        ExporterConfig::OtlpHttp(c) => {
+            Transport::Http(otlp_http::HttpTransport::new(c).map_err(err)?)
+        }
+        ExporterConfig::File(c) => Transport::File(file::FileTransport::new(c).map_err(err)?),
+        ExporterConfig::Debug(c) => Transport::Debug(debug::DebugTransport::new(id, c)),
+    };
+    let counters = metrics.exporter(id);
+    let (handle, tasks) = queue::start(
+        id,
+        transport,
+        config.queue(),
+        config.retry(),
+        counters,
+        hard_stop,
+    );
+    Ok(RunningExporter { handle, tasks })
+}

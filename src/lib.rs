@@ -1,0 +1,21 @@
+//! ragwatch: an OpenTelemetry pipeline component that understands RAG and LLM traffic.
+//!
+//! The data's way through: receivers (OTLP gRPC/HTTP) → bounded pipeline queues → processors →
+//! exporters (OTLP gRPC/HTTP, file, debug), each behind a bounded sending queue with retries.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod exporter;
+pub mod names;
+pub mod net;
+pub mod pipeline;
+pub mod processor;
+pub mod receiver;
+pub mod rpc_status;
+pub mod service;
+pub mod signal;
+pub mod telemetry;
+
+pub use config::Config;
+pub use service::Service;

@@ -1,0 +1,118 @@
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ragwatch::Config;
+use ragwatch::config::{ConfigError, LogEncoding};
+
+/// Exit code for a configuration that cannot be used (EX_USAGE, as linkerd2-proxy does).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "ragwatch",
+    version,
+    about = "An OpenTelemetry pipeline that understands RAG and LLM traffic"
+)]
+struct Cli {
+    /// The configuration file; without it, the embedded default config is used.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Log format; overrides service.telemetry.logs.encoding.
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<LogEncoding>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a configuration, print every problem with its key path, exit 64 if there are any.
+    Validate,
+    /// Print the effective configuration, defaults filled in and secrets redacted.
+    PrintConfig,
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
+    match path {
+        Some(p) => Config::from_file(p),
+        None => Config::embedded_default(),
+    }
+}
+
+fn report(e: &ConfigError) {
+    eprintln!("ragwatch: the configuration cannot be used:");
+    for p in e.problems() {
+        eprintln!("  - {p}");
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load(cli.config.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            report(&e);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match cli.command {
+        Some(Command::Validate) => {
+            println!("configuration OK");
+            ExitCode::SUCCESS
+        }
+        Some(Command::PrintConfig) => {
+            print!("{}", config.to_redacted_yaml());
+            ExitCode::SUCCESS
+        }
+        None => run(config, cli.log_format),
+    }
+}
+
+fn run(config: Config, log_format: Option<LogEncoding>) -> ExitCode {
+    let logs = &config.service.telemetry.logs;
+    ragwatch::telemetry::logging::init(&logs.level, log_format.unwrap_or(logs.encoding));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ragwatch: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let service = match ragwatch::Service::start(&config).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signal().await;
+        service.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            tracing::warn!("cannot listen for SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

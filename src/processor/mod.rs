@@ -1,0 +1,127 @@
+//! Processors: synchronous stages between receivers and exporters.
+//!
+//! A stage takes `now` instead of reading a clock, so a unit test drives time by hand; one async
+//! runner (the pipeline task) owns channels, timers and cancellation. A processor never panics
+//! and never fails the pipeline on odd data: it counts it and passes the data on.
+
+pub mod batch;
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::{Problems, Validate, deserialize_collecting, unknown_type};
+use crate::signal::{Batch, Signal};
+
+/// One stage of a pipeline.
+pub trait Processor: Send {
+    /// Take one batch; push whatever is ready to go on into `out` (nothing, the batch itself,
+    /// or several batches).
+    fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>);
+
+    /// Called every `tick_interval`, for stages that hold data (batching, trace assembly).
+    fn on_tick(&mut self, _now: Instant, _out: &mut Vec<Batch>) {}
+
+    /// Called once at shutdown: flush everything held.
+    fn on_shutdown(&mut self, _out: &mut Vec<Batch>) {}
+
+    /// How often `on_tick` should run; None for a stage that holds nothing.
+    fn tick_interval(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// The configuration of one processor instance.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ProcessorConfig {
+    Batch(batch::BatchConfig),
+}
+
+const KNOWN: &[&str] = &["batch"];
+
+impl ProcessorConfig {
+    pub(crate) fn from_value(
+        ty: &str,
+        v: Value,
+        path: &str,
+        problems: &mut Problems,
+    ) -> Option<Self> {
+        match ty {
+            "batch" => deserialize_collecting(v, path, problems).map(ProcessorConfig::Batch),
+            other => {
+                unknown_type("processor", other, KNOWN, path, problems);
+                None
+            }
+        }
+    }
+
+    /// Whether this processor handles `signal`.
+    pub fn supports(&self, _signal: Signal) -> bool {
+        match self {
+            ProcessorConfig::Batch(_) => true,
+        }
+    }
+
+    /// Build the runtime stage for one pipeline.
+    pub fn build(&self) -> Box<dyn Processor> {
+        match self {
+            ProcessorConfig::Batch(c) => Box::new(batch::BatchProcessor::new(c.clone())),
+        }
+    }
+}
+
+impl Validate for ProcessorConfig {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        match self {
+            ProcessorConfig::Batch(c) => c.validate(path, problems),
+        }
+    }
+}
+
+/// Run `batches` through `chain` in order; what comes out of the last stage is returned.
+pub fn run_chain(
+    chain: &mut [Box<dyn Processor>],
+    batches: Vec<Batch>,
+    now: Instant,
+) -> Vec<Batch> {
+    let mut cur = batches;
+    for stage in chain.iter_mut() {
+        if cur.is_empty() {
+            break;
+        }
+        let mut next = Vec::with_capacity(cur.len());
+        for b in cur {
+            stage.on_input(b, now, &mut next);
+        }
+        cur = next;
+    }
+    cur
+}
+
+/// Tick every stage; what a stage releases goes through the stages after it.
+pub fn tick_chain(chain: &mut [Box<dyn Processor>], now: Instant) -> Vec<Batch> {
+    let mut released = Vec::new();
+    for i in 0..chain.len() {
+        let mut out = Vec::new();
+        chain[i].on_tick(now, &mut out);
+        if !out.is_empty() {
+            released.extend(run_chain(&mut chain[i + 1..], out, now));
+        }
+    }
+    released
+}
+
+/// Flush every stage, first to last, each flush going through the stages after it.
+pub fn shutdown_chain(chain: &mut [Box<dyn Processor>], now: Instant) -> Vec<Batch> {
+    let mut released = Vec::new();
+    for i in 0..chain.len() {
+        let mut out = Vec::new();
+        chain[i].on_shutdown(&mut out);
+        if !out.is_empty() {
+            released.extend(run_chain(&mut chain[i + 1..], out, now));
+        }
+    }
+    released
+}

@@ -1,0 +1,170 @@
+//! OTLP/gRPC: TraceService, MetricsService and LogsService on one port.
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use super::GrpcConfig;
+use super::ingest::{Accepted, Ingest, IngestError};
+use crate::signal::Batch;
+
+pub(super) fn serve(
+    listener: TcpListener,
+    config: &GrpcConfig,
+    ingest: Arc<Ingest>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    let limit = config.max_recv_msg_size_mib.saturating_mul(1024 * 1024);
+    let svc = Svc(ingest.clone());
+    let traces = TraceServiceServer::new(svc.clone())
+        .max_decoding_message_size(limit)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip);
+    let metrics = MetricsServiceServer::new(svc.clone())
+        .max_decoding_message_size(limit)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip);
+    let logs = LogsServiceServer::new(svc)
+        .max_decoding_message_size(limit)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(map_decode_errors))
+            .add_service(traces)
+            .add_service(metrics)
+            .add_service(logs)
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await;
+        if let Err(e) = result {
+            tracing::error!(receiver = %ingest.counters.receiver, error = %e, "gRPC server failed");
+        }
+    })
+}
+
+/// tonic answers an oversize message with OUT_OF_RANGE, which OTLP clients retry forever, and an
+/// undecodable one with INTERNAL; OTLP wants non-retryable RESOURCE_EXHAUSTED (without RetryInfo)
+/// and INVALID_ARGUMENT. Our own handlers never answer with either code, so every such status
+/// comes from tonic's decoding and is rewritten here.
+fn map_decode_errors(
+    mut resp: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let code = resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<i32>().ok())
+        .map(Code::from_i32);
+    let replacement = match code {
+        Some(Code::OutOfRange) => Code::ResourceExhausted,
+        Some(Code::Internal) => Code::InvalidArgument,
+        _ => return resp,
+    };
+    resp.headers_mut()
+        .insert("grpc-status", http::HeaderValue::from(replacement as i32));
+    resp
+}
+
+#[derive(Clone)]
+struct Svc(Arc<Ingest>);
+
+impl Svc {
+    async fn export(&self, batch: Batch) -> Result<Accepted, Status> {
+        match self.0.ingest(batch).await {
+            Ok(a) => {
+                self.0
+                    .counters
+                    .request(if a.rejected > 0 { "partial" } else { "ok" });
+                Ok(a)
+            }
+            Err(e) => {
+                let msg = e.message();
+                let status = match e {
+                    IngestError::NoPipeline(_) => {
+                        self.0.counters.request("no_pipeline");
+                        Status::unimplemented(msg)
+                    }
+                    IngestError::Full(after) | IngestError::Closed(after) => {
+                        self.0.counters.request("refused");
+                        Status::with_error_details(
+                            Code::Unavailable,
+                            msg,
+                            ErrorDetails::with_retry_info(Some(after)),
+                        )
+                    }
+                };
+                Err(status)
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Svc {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        Ok(Response::new(
+            Svc::export(self, Batch::Traces(request.into_inner()))
+                .await?
+                .traces_response(),
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Svc {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        Ok(Response::new(
+            Svc::export(self, Batch::Metrics(request.into_inner()))
+                .await?
+                .metrics_response(),
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Svc {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        Ok(Response::new(
+            Svc::export(self, Batch::Logs(request.into_inner()))
+                .await?
+                .logs_response(),
+        ))
+    }
+}

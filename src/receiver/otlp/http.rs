@@ -1,0 +1,379 @@
+//! OTLP/HTTP: POST /v1/traces, /v1/metrics and /v1/logs with protobuf or JSON bodies (by
+//! Content-Type), optionally gzip or zstd (by Content-Encoding), answered in the request's
+//! encoding.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::serve::ListenerExt;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use super::ingest::{Accepted, Ingest, IngestError};
+use super::{CorsConfig, HttpConfig};
+use crate::rpc_status::RpcStatus;
+use crate::signal::{Batch, Signal};
+
+struct HttpState {
+    ingest: Arc<Ingest>,
+    limit: usize,
+}
+
+pub(super) fn serve(
+    listener: TcpListener,
+    config: &HttpConfig,
+    ingest: Arc<Ingest>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    let state = Arc::new(HttpState {
+        ingest,
+        limit: config.max_request_body_size,
+    });
+    let receiver = state.ingest.counters.receiver.clone();
+    let mut app = Router::new()
+        .route("/v1/traces", post(traces))
+        .route("/v1/metrics", post(metrics))
+        .route("/v1/logs", post(logs))
+        .with_state(state);
+    if let Some(c) = &config.cors {
+        app = app.layer(cors_layer(c));
+    }
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(receiver = %receiver, error = %e, "HTTP server failed");
+        }
+    })
+}
+
+fn cors_layer(c: &CorsConfig) -> CorsLayer {
+    let origins = if c.allowed_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            c.allowed_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    let mut headers: Vec<http::HeaderName> = vec![CONTENT_TYPE, CONTENT_ENCODING];
+    headers.extend(
+        c.allowed_headers
+            .iter()
+            .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
+    );
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([http::Method::POST])
+        .allow_headers(headers)
+        .max_age(Duration::from_secs(c.max_age))
+}
+
+async fn traces(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: Body) -> Response {
+    handle(&s, Signal::Traces, &headers, body).await
+}
+async fn metrics(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: Body) -> Response {
+    handle(&s, Signal::Metrics, &headers, body).await
+}
+async fn logs(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: Body) -> Response {
+    handle(&s, Signal::Logs, &headers, body).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+/// A refusal: status, google.rpc.Status code and message, and an optional Retry-After.
+struct Refusal {
+    status: StatusCode,
+    grpc_code: tonic::Code,
+    message: String,
+    retry_after: Option<Duration>,
+    outcome: &'static str,
+}
+
+impl Refusal {
+    fn new(
+        status: StatusCode,
+        grpc_code: tonic::Code,
+        outcome: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Refusal {
+            status,
+            grpc_code,
+            message: message.into(),
+            retry_after: None,
+            outcome,
+        }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            "invalid",
+            message,
+        )
+    }
+    fn too_large(limit: usize) -> Self {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            tonic::Code::ResourceExhausted,
+            "too_large",
+            format!(
+                "the request body is larger than max_request_body_size ({limit} bytes) after decompression"
+            ),
+        )
+    }
+}
+
+async fn handle(s: &HttpState, signal: Signal, headers: &HeaderMap, body: Body) -> Response {
+    let encoding = match content_type(headers) {
+        Ok(e) => e,
+        Err(r) => return refuse(s, Encoding::Protobuf, r),
+    };
+    match receive(s, signal, encoding, headers, body).await {
+        Ok(accepted) => {
+            s.ingest.counters.request(if accepted.rejected > 0 {
+                "partial"
+            } else {
+                "ok"
+            });
+            success(signal, encoding, accepted)
+        }
+        Err(r) => refuse(s, encoding, r),
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> Result<Encoding, Refusal> {
+    let raw = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let base = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match base.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
+        "application/json" => Ok(Encoding::Json),
+        _ => Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            tonic::Code::InvalidArgument,
+            "unsupported",
+            format!(
+                "Content-Type `{raw}` is not supported; send application/x-protobuf or application/json"
+            ),
+        )),
+    }
+}
+
+async fn receive(
+    s: &HttpState,
+    signal: Signal,
+    encoding: Encoding,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Accepted, Refusal> {
+    let raw = read_body(body, s.limit).await?;
+    let content_encoding = headers
+        .get(CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    let data: Bytes = match content_encoding.as_str() {
+        "" | "identity" => raw,
+        "gzip" | "x-gzip" => Bytes::from(inflate(
+            flate2::read::MultiGzDecoder::new(&raw[..]),
+            s.limit,
+        )?),
+        "zstd" => {
+            let d = zstd::stream::read::Decoder::new(&raw[..])
+                .map_err(|e| Refusal::bad(format!("bad zstd body: {e}")))?;
+            Bytes::from(inflate(d, s.limit)?)
+        }
+        other => {
+            return Err(Refusal::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                tonic::Code::InvalidArgument,
+                "unsupported",
+                format!("Content-Encoding `{other}` is not supported; use gzip, zstd or none"),
+            ));
+        }
+    };
+    let batch = decode(signal, encoding, &data)?;
+    if encoding == Encoding::Json && batch.item_count() == 0 {
+        let hint = if looks_snake_case(&data) {
+            "the body has snake_case keys such as resource_spans"
+        } else {
+            "the body holds no items"
+        };
+        s.ingest.counters.empty_json(signal, hint);
+    }
+    s.ingest.ingest(batch).await.map_err(|e| {
+        let message = e.message();
+        match e {
+            IngestError::NoPipeline(_) => Refusal::new(
+                StatusCode::NOT_FOUND,
+                tonic::Code::Unimplemented,
+                "no_pipeline",
+                message,
+            ),
+            IngestError::Full(after) | IngestError::Closed(after) => Refusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                grpc_code: tonic::Code::Unavailable,
+                message,
+                retry_after: Some(after),
+                outcome: "refused",
+            },
+        }
+    })
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Refusal> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(Refusal::too_large(limit))
+        }
+        Err(e) => Err(Refusal::bad(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
+/// Decompress, stopping one byte past the limit, so a small bomb cannot take memory.
+fn inflate(reader: impl Read, limit: usize) -> Result<Vec<u8>, Refusal> {
+    let mut out = Vec::new();
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Refusal::bad(format!("the body could not be decompressed: {e}")))?;
+    if out.len() > limit {
+        return Err(Refusal::too_large(limit));
+    }
+    Ok(out)
+}
+
+fn decode(signal: Signal, encoding: Encoding, data: &[u8]) -> Result<Batch, Refusal> {
+    fn pb<T: Message + Default>(d: &[u8]) -> Result<T, Refusal> {
+        T::decode(d).map_err(|e| {
+            Refusal::bad(format!(
+                "the body is not a valid OTLP protobuf message: {e}"
+            ))
+        })
+    }
+    fn js<T: serde::de::DeserializeOwned>(d: &[u8]) -> Result<T, Refusal> {
+        serde_json::from_slice(d)
+            .map_err(|e| Refusal::bad(format!("the body is not valid OTLP/JSON: {e}")))
+    }
+    Ok(match (signal, encoding) {
+        (Signal::Traces, Encoding::Protobuf) => {
+            Batch::Traces(pb::<ExportTraceServiceRequest>(data)?)
+        }
+        (Signal::Traces, Encoding::Json) => Batch::Traces(js::<ExportTraceServiceRequest>(data)?),
+        (Signal::Metrics, Encoding::Protobuf) => {
+            Batch::Metrics(pb::<ExportMetricsServiceRequest>(data)?)
+        }
+        (Signal::Metrics, Encoding::Json) => {
+            Batch::Metrics(js::<ExportMetricsServiceRequest>(data)?)
+        }
+        (Signal::Logs, Encoding::Protobuf) => Batch::Logs(pb::<ExportLogsServiceRequest>(data)?),
+        (Signal::Logs, Encoding::Json) => Batch::Logs(js::<ExportLogsServiceRequest>(data)?),
+    })
+}
+
+fn looks_snake_case(data: &[u8]) -> bool {
+    const KEYS: [&[u8]; 3] = [
+        b"\"resource_spans\"",
+        b"\"resource_metrics\"",
+        b"\"resource_logs\"",
+    ];
+    KEYS.iter().any(|k| data.windows(k.len()).any(|w| w == *k))
+}
+
+fn success(signal: Signal, encoding: Encoding, a: Accepted) -> Response {
+    let body = match signal {
+        Signal::Traces => encode(encoding, &a.traces_response()),
+        Signal::Metrics => encode(encoding, &a.metrics_response()),
+        Signal::Logs => encode(encoding, &a.logs_response()),
+    };
+    match body {
+        Ok(b) => ([(CONTENT_TYPE, encoding.content_type())], b).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not encode the response: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+fn encode<T: Message + serde::Serialize>(
+    encoding: Encoding,
+    msg: &T,
+) -> Result<Vec<u8>, serde_json::Error> {
+    match encoding {
+        Encoding::Protobuf => Ok(msg.encode_to_vec()),
+        Encoding::Json => serde_json::to_vec(msg),
+    }
+}
+
+fn refuse(s: &HttpState, encoding: Encoding, r: Refusal) -> Response {
+    s.ingest.counters.request(r.outcome);
+    if r.outcome != "refused" && r.outcome != "no_pipeline" {
+        tracing::warn!(receiver = %s.ingest.counters.receiver, status = r.status.as_u16(), reason = %r.message, "refused an OTLP/HTTP request");
+    }
+    let status = RpcStatus {
+        code: r.grpc_code as i32,
+        message: r.message,
+    };
+    let body = match encoding {
+        Encoding::Protobuf => status.encode_to_vec(),
+        Encoding::Json => serde_json::to_vec(&status).unwrap_or_default(),
+    };
+    let mut resp = (r.status, [(CONTENT_TYPE, encoding.content_type())], body).into_response();
+    if let Some(after) = r.retry_after {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
+    }
+    resp
+}

@@ -1,0 +1,268 @@
+//! Assembling and running the whole topology from a config: exporters first, then pipelines,
+//! then receivers; shutdown in the reverse order, draining within a grace period.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, Health};
+use crate::config::Config;
+use crate::exporter::{self, ExporterHandle};
+use crate::pipeline::{Fanin, Pipeline, PipelineInput};
+use crate::receiver::{ReceiverConfig, otlp};
+use crate::signal::Signal;
+use crate::telemetry::SelfMetrics;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Exporter(#[from] exporter::StartError),
+    #[error("cannot listen for {what} on {address}: {source}")]
+    Listen {
+        what: String,
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running ragwatch.
+pub struct Service {
+    receivers: BTreeMap<String, otlp::RunningReceiver>,
+    admin_addr: SocketAddr,
+    metrics: Arc<SelfMetrics>,
+    health: Arc<Health>,
+    stop_receivers: CancellationToken,
+    stop_admin: CancellationToken,
+    hard_stop: CancellationToken,
+    pipelines: Vec<Pipeline>,
+    exporter_tasks: Vec<JoinHandle<()>>,
+    admin_task: JoinHandle<()>,
+    shutdown_timeout: Duration,
+}
+
+/// Install the process-wide TLS crypto provider (ring). Harmless when called again.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Service {
+    pub async fn start(config: &Config) -> Result<Service, StartError> {
+        install_crypto_provider();
+        let metrics = SelfMetrics::new();
+        let health = Arc::new(Health::default());
+        let stop_admin = CancellationToken::new();
+        let hard_stop = CancellationToken::new();
+        let stop_receivers = CancellationToken::new();
+
+        let admin_address = &config.service.telemetry.metrics.address;
+        let admin_listener = crate::net::bind("admin", admin_address)
+            .await
+            .map_err(|source| StartError::Listen {
+                what: "admin".into(),
+                address: admin_address.clone(),
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                what: "admin".into(),
+                address: admin_address.clone(),
+                source,
+            })?;
+        let admin_task = admin::serve(
+            admin_listener,
+            metrics.clone(),
+            health.clone(),
+            stop_admin.clone(),
+        );
+
+        // Exporters first, only those some pipeline uses.
+        let used: std::collections::BTreeSet<&String> = config
+            .service
+            .pipelines
+            .values()
+            .flat_map(|p| &p.exporters)
+            .collect();
+        let mut exporters: BTreeMap<String, ExporterHandle> = BTreeMap::new();
+        let mut exporter_tasks = Vec::new();
+        for id in used {
+            let Some(c) = config.exporters.get(id) else {
+                continue;
+            };
+            let running = exporter::start(id, c, &metrics, hard_stop.clone())?;
+            exporters.insert(id.clone(), running.handle);
+            exporter_tasks.extend(running.tasks);
+        }
+        health.set_exporters_started();
+
+        // Pipelines.
+        let mut pipelines = Vec::new();
+        let mut inputs: BTreeMap<(String, Signal), Vec<PipelineInput>> = BTreeMap::new();
+        for (id, p) in &config.service.pipelines {
+            let Some(signal) = crate::config::PipelineConfig::signal_of(id) else {
+                continue;
+            };
+            let chain = p
+                .processors
+                .iter()
+                .filter_map(|name| config.processors.get(name).map(|c| c.build()))
+                .collect();
+            let handles = p
+                .exporters
+                .iter()
+                .filter_map(|e| exporters.get(e).cloned())
+                .collect();
+            let pipeline = Pipeline::start(
+                id,
+                signal,
+                p.queue_size,
+                chain,
+                handles,
+                metrics.pipeline(id),
+                hard_stop.clone(),
+            );
+            for r in &p.receivers {
+                inputs
+                    .entry((r.clone(), signal))
+                    .or_default()
+                    .push(pipeline.input.clone());
+            }
+            pipelines.push(pipeline);
+        }
+        // The pipelines hold the exporter handles now; drop ours so queues close with them.
+        drop(exporters);
+
+        // Receivers last.
+        let mut receivers = BTreeMap::new();
+        for (id, rc) in &config.receivers {
+            let mut consumers = otlp::Consumers::default();
+            let mut used = false;
+            for s in Signal::ALL {
+                if let Some(v) = inputs.remove(&(id.clone(), s)) {
+                    used = true;
+                    let f = Fanin::new(v);
+                    match s {
+                        Signal::Traces => consumers.traces = f,
+                        Signal::Metrics => consumers.metrics = f,
+                        Signal::Logs => consumers.logs = f,
+                    }
+                }
+            }
+            if !used {
+                tracing::warn!(receiver = %id, "receiver is not used by any pipeline; not started");
+                continue;
+            }
+            let ReceiverConfig::Otlp(oc) = rc;
+            let running = otlp::start(id, oc, consumers, &metrics, stop_receivers.clone())
+                .await
+                .map_err(|source| StartError::Listen {
+                    what: format!("receiver {id}"),
+                    address: describe_endpoints(oc),
+                    source,
+                })?;
+            receivers.insert(id.clone(), running);
+        }
+        health.set_receivers_listening();
+        tracing::info!(admin = %admin_addr, "ragwatch is ready");
+        Ok(Service {
+            receivers,
+            admin_addr,
+            metrics,
+            health,
+            stop_receivers,
+            stop_admin,
+            hard_stop,
+            pipelines,
+            exporter_tasks,
+            admin_task,
+            shutdown_timeout: config.service.shutdown_timeout,
+        })
+    }
+
+    /// Where a receiver's gRPC server listens.
+    pub fn grpc_addr(&self, receiver: &str) -> Option<SocketAddr> {
+        self.receivers.get(receiver).and_then(|r| r.grpc_addr)
+    }
+
+    /// Where a receiver's HTTP server listens.
+    pub fn http_addr(&self, receiver: &str) -> Option<SocketAddr> {
+        self.receivers.get(receiver).and_then(|r| r.http_addr)
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn metrics(&self) -> &Arc<SelfMetrics> {
+        &self.metrics
+    }
+
+    /// Stop accepting, drain pipelines and exporter queues within the grace period, stop.
+    /// Whatever cannot be delivered in time is counted as dropped.
+    pub async fn shutdown(self) {
+        let deadline = Instant::now() + self.shutdown_timeout;
+        tracing::info!(grace = ?self.shutdown_timeout, "shutting down: receivers stop accepting, pipelines drain");
+        self.health.set_shutting_down();
+
+        // 1. Receivers: stop accepting, finish requests in flight.
+        self.stop_receivers.cancel();
+        let receiver_tasks: Vec<_> = self.receivers.into_values().flat_map(|r| r.tasks).collect();
+        drain(receiver_tasks, deadline, &self.hard_stop, "receivers").await;
+
+        // 2. Pipelines: their inputs close once the receivers are gone; they flush and end.
+        let pipeline_tasks: Vec<_> = self.pipelines.into_iter().map(|p| p.task).collect();
+        drain(pipeline_tasks, deadline, &self.hard_stop, "pipelines").await;
+
+        // 3. Exporters: queues close with the pipelines; consumers drain them.
+        drain(self.exporter_tasks, deadline, &self.hard_stop, "exporters").await;
+        self.stop_admin.cancel();
+        let _ = self.admin_task.await;
+        tracing::info!("shutdown complete");
+    }
+}
+
+/// Wait for every task until the deadline. Past it, fire the hard stop, which makes every
+/// stage count what it still holds as dropped, and give the tasks a moment to do so.
+async fn drain(
+    tasks: Vec<JoinHandle<()>>,
+    deadline: Instant,
+    hard_stop: &CancellationToken,
+    what: &str,
+) {
+    let mut all = Box::pin(async move {
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+    let finished = tokio::select! {
+        biased;
+        _ = &mut all => true,
+        _ = tokio::time::sleep_until(deadline) => false,
+    };
+    if !finished {
+        tracing::error!(
+            what,
+            "shutdown grace period ran out; what is still held is counted as dropped"
+        );
+        hard_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), all).await;
+    }
+}
+
+fn describe_endpoints(c: &otlp::OtlpReceiverConfig) -> String {
+    let mut v = Vec::new();
+    if let Some(g) = &c.protocols.grpc {
+        v.push(format!("grpc {}", g.endpoint));
+    }
+    if let Some(h) = &c.protocols.http {
+        v.push(format!("http {}", h.endpoint));
+    }
+    v.join(", ")
+}

@@ -1,0 +1,370 @@
+//! Self-observability: ragwatch's own metrics (Prometheus text on the admin endpoint) and the
+//! log-and-count events that keep metrics and log lines from drifting apart.
+
+pub mod logging;
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Metric, Registry};
+
+use crate::names::metrics as m;
+use crate::signal::Signal;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiverLabels {
+    pub receiver: String,
+    pub transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub receiver: String,
+    pub transport: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExporterLabels {
+    pub exporter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PipelineLabels {
+    pub pipeline: String,
+}
+
+type PerSignal<L> = [Family<L, Counter>; 3];
+
+fn idx(s: Signal) -> usize {
+    match s {
+        Signal::Traces => 0,
+        Signal::Metrics => 1,
+        Signal::Logs => 2,
+    }
+}
+
+/// All of ragwatch's own metrics, registered once.
+pub struct SelfMetrics {
+    registry: Mutex<Registry>,
+    receiver_accepted: PerSignal<ReceiverLabels>,
+    receiver_refused: PerSignal<ReceiverLabels>,
+    receiver_requests: Family<RequestLabels, Counter>,
+    receiver_empty_json: Family<ReceiverLabels, Counter>,
+    exporter_sent: PerSignal<ExporterLabels>,
+    exporter_send_failed: PerSignal<ExporterLabels>,
+    exporter_enqueue_failed: PerSignal<ExporterLabels>,
+    exporter_queue_size: Family<ExporterLabels, Gauge>,
+    exporter_queue_capacity: Family<ExporterLabels, Gauge>,
+    exporter_retries: Family<ExporterLabels, Counter>,
+    pipeline_queue_items: Family<PipelineLabels, Gauge>,
+    pipeline_queue_capacity: Family<PipelineLabels, Gauge>,
+    pipeline_dropped: Family<PipelineLabels, Counter>,
+}
+
+fn per_signal<L>(reg: &mut Registry, names: [&str; 3], help: &str) -> PerSignal<L>
+where
+    L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+{
+    let f: PerSignal<L> = Default::default();
+    for (name, fam) in names.iter().zip(f.iter()) {
+        reg.register(*name, help, fam.clone());
+    }
+    f
+}
+
+impl SelfMetrics {
+    pub fn new() -> Arc<SelfMetrics> {
+        let mut r = Registry::default();
+        let receiver_accepted = per_signal(
+            &mut r,
+            [
+                m::RECEIVER_ACCEPTED_SPANS,
+                m::RECEIVER_ACCEPTED_METRIC_POINTS,
+                m::RECEIVER_ACCEPTED_LOG_RECORDS,
+            ],
+            "Items accepted by a receiver and handed to its pipelines",
+        );
+        let receiver_refused = per_signal(
+            &mut r,
+            [
+                m::RECEIVER_REFUSED_SPANS,
+                m::RECEIVER_REFUSED_METRIC_POINTS,
+                m::RECEIVER_REFUSED_LOG_RECORDS,
+            ],
+            "Items a receiver refused (malformed, invalid ids, too large, or pipeline full)",
+        );
+        let exporter_sent = per_signal(
+            &mut r,
+            [
+                m::EXPORTER_SENT_SPANS,
+                m::EXPORTER_SENT_METRIC_POINTS,
+                m::EXPORTER_SENT_LOG_RECORDS,
+            ],
+            "Items an exporter delivered",
+        );
+        let exporter_send_failed = per_signal(
+            &mut r,
+            [
+                m::EXPORTER_SEND_FAILED_SPANS,
+                m::EXPORTER_SEND_FAILED_METRIC_POINTS,
+                m::EXPORTER_SEND_FAILED_LOG_RECORDS,
+            ],
+            "Items an exporter dropped after a permanent error, exhausted retries or the shutdown deadline",
+        );
+        let exporter_enqueue_failed = per_signal(
+            &mut r,
+            [
+                m::EXPORTER_ENQUEUE_FAILED_SPANS,
+                m::EXPORTER_ENQUEUE_FAILED_METRIC_POINTS,
+                m::EXPORTER_ENQUEUE_FAILED_LOG_RECORDS,
+            ],
+            "Items dropped because an exporter's sending queue was full (block_on_overflow: false)",
+        );
+        let s = SelfMetrics {
+            receiver_accepted,
+            receiver_refused,
+            receiver_requests: Default::default(),
+            receiver_empty_json: Default::default(),
+            exporter_sent,
+            exporter_send_failed,
+            exporter_enqueue_failed,
+            exporter_queue_size: Default::default(),
+            exporter_queue_capacity: Default::default(),
+            exporter_retries: Default::default(),
+            pipeline_queue_items: Default::default(),
+            pipeline_queue_capacity: Default::default(),
+            pipeline_dropped: Default::default(),
+            registry: Mutex::new(Registry::default()),
+        };
+        r.register(
+            m::RECEIVER_REQUESTS,
+            "Requests a receiver answered, by outcome",
+            s.receiver_requests.clone(),
+        );
+        r.register(
+            m::RECEIVER_EMPTY_JSON_REQUESTS,
+            "OTLP/JSON requests that decoded to zero items (check for snake_case keys)",
+            s.receiver_empty_json.clone(),
+        );
+        r.register(
+            m::EXPORTER_QUEUE_SIZE,
+            "Requests waiting in an exporter's sending queue",
+            s.exporter_queue_size.clone(),
+        );
+        r.register(
+            m::EXPORTER_QUEUE_CAPACITY,
+            "Capacity of an exporter's sending queue in requests",
+            s.exporter_queue_capacity.clone(),
+        );
+        r.register(
+            m::EXPORTER_RETRIES,
+            "Send attempts that failed retryably and were scheduled again",
+            s.exporter_retries.clone(),
+        );
+        r.register(
+            m::PIPELINE_QUEUE_ITEMS,
+            "Items waiting in a pipeline's input queue",
+            s.pipeline_queue_items.clone(),
+        );
+        r.register(
+            m::PIPELINE_QUEUE_CAPACITY,
+            "Capacity of a pipeline's input queue in items",
+            s.pipeline_queue_capacity.clone(),
+        );
+        r.register(
+            m::PIPELINE_DROPPED_ITEMS,
+            "Items a pipeline dropped when the shutdown grace period ran out",
+            s.pipeline_dropped.clone(),
+        );
+        if let Ok(mut reg) = s.registry.lock() {
+            *reg = r;
+        }
+        Arc::new(s)
+    }
+
+    /// Register a further metric (the analysis features' derived metrics use this).
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        if let Ok(mut reg) = self.registry.lock() {
+            reg.register(name, help, metric);
+        }
+    }
+
+    /// The Prometheus text exposition of every registered metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Ok(reg) = self.registry.lock()
+            && let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg)
+        {
+            tracing::error!(error = %e, "could not encode metrics");
+        }
+        out
+    }
+
+    pub fn receiver(&self, receiver: &str, transport: &str) -> ReceiverCounters {
+        let l = ReceiverLabels {
+            receiver: receiver.to_string(),
+            transport: transport.to_string(),
+        };
+        ReceiverCounters {
+            receiver: receiver.to_string(),
+            transport: transport.to_string(),
+            accepted: self
+                .receiver_accepted
+                .each_ref()
+                .map(|f| f.get_or_create(&l).clone()),
+            refused: self
+                .receiver_refused
+                .each_ref()
+                .map(|f| f.get_or_create(&l).clone()),
+            requests: self.receiver_requests.clone(),
+            empty_json: self.receiver_empty_json.get_or_create(&l).clone(),
+        }
+    }
+
+    pub fn exporter(&self, exporter: &str) -> ExporterCounters {
+        let l = ExporterLabels {
+            exporter: exporter.to_string(),
+        };
+        ExporterCounters {
+            exporter: exporter.to_string(),
+            sent: self
+                .exporter_sent
+                .each_ref()
+                .map(|f| f.get_or_create(&l).clone()),
+            send_failed: self
+                .exporter_send_failed
+                .each_ref()
+                .map(|f| f.get_or_create(&l).clone()),
+            enqueue_failed: self
+                .exporter_enqueue_failed
+                .each_ref()
+                .map(|f| f.get_or_create(&l).clone()),
+            queue_size: self.exporter_queue_size.get_or_create(&l).clone(),
+            queue_capacity: self.exporter_queue_capacity.get_or_create(&l).clone(),
+            retries: self.exporter_retries.get_or_create(&l).clone(),
+        }
+    }
+
+    pub fn pipeline(&self, pipeline: &str) -> PipelineCounters {
+        let l = PipelineLabels {
+            pipeline: pipeline.to_string(),
+        };
+        PipelineCounters {
+            pipeline: pipeline.to_string(),
+            queue_items: self.pipeline_queue_items.get_or_create(&l).clone(),
+            queue_capacity: self.pipeline_queue_capacity.get_or_create(&l).clone(),
+            dropped: self.pipeline_dropped.get_or_create(&l).clone(),
+        }
+    }
+}
+
+/// A receiver's counters, resolved once so the hot path only bumps atomics.
+#[derive(Clone)]
+pub struct ReceiverCounters {
+    pub receiver: String,
+    pub transport: String,
+    accepted: [Counter; 3],
+    refused: [Counter; 3],
+    requests: Family<RequestLabels, Counter>,
+    empty_json: Counter,
+}
+
+impl ReceiverCounters {
+    pub fn accepted(&self, s: Signal, n: usize) {
+        self.accepted[idx(s)].inc_by(n as u64);
+    }
+    /// Count refused items and say why in a log line.
+    pub fn refused(&self, s: Signal, n: usize, reason: &str) {
+        self.refused[idx(s)].inc_by(n as u64);
+        tracing::warn!(
+            receiver = %self.receiver,
+            transport = %self.transport,
+            signal = %s,
+            items = n,
+            reason,
+            "refused {}", s.item_name()
+        );
+    }
+    pub fn request(&self, outcome: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                receiver: self.receiver.clone(),
+                transport: self.transport.clone(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+    pub fn empty_json(&self, s: Signal, hint: &str) {
+        self.empty_json.inc();
+        tracing::warn!(
+            receiver = %self.receiver,
+            signal = %s,
+            hint,
+            "an OTLP/JSON request decoded to zero items; OTLP/JSON keys are lowerCamelCase (resourceSpans, not resource_spans)"
+        );
+    }
+}
+
+/// An exporter's counters.
+#[derive(Clone)]
+pub struct ExporterCounters {
+    pub exporter: String,
+    sent: [Counter; 3],
+    send_failed: [Counter; 3],
+    enqueue_failed: [Counter; 3],
+    pub queue_size: Gauge,
+    pub queue_capacity: Gauge,
+    retries: Counter,
+}
+
+impl ExporterCounters {
+    pub fn sent(&self, s: Signal, n: usize) {
+        self.sent[idx(s)].inc_by(n as u64);
+    }
+    /// Count items given up on and say why in a log line.
+    pub fn send_failed(&self, s: Signal, n: usize, reason: &str) {
+        self.send_failed[idx(s)].inc_by(n as u64);
+        tracing::error!(exporter = %self.exporter, signal = %s, items = n, reason, "dropped {}", s.item_name());
+    }
+    pub fn enqueue_failed(&self, s: Signal, n: usize) {
+        self.enqueue_failed[idx(s)].inc_by(n as u64);
+        tracing::error!(
+            exporter = %self.exporter,
+            signal = %s,
+            items = n,
+            "sending queue is full; dropped {} (set sending_queue.block_on_overflow: true to push back on clients instead)",
+            s.item_name()
+        );
+    }
+    pub fn retry(&self, s: Signal, attempt: u32, delay: std::time::Duration, reason: &str) {
+        self.retries.inc();
+        tracing::warn!(
+            exporter = %self.exporter,
+            signal = %s,
+            attempt,
+            delay_ms = delay.as_millis() as u64,
+            reason,
+            "export failed; will retry"
+        );
+    }
+}
+
+/// A pipeline's counters.
+#[derive(Clone)]
+pub struct PipelineCounters {
+    pub pipeline: String,
+    pub queue_items: Gauge,
+    pub queue_capacity: Gauge,
+    dropped: Counter,
+}
+
+impl PipelineCounters {
+    pub fn dropped(&self, s: Signal, n: usize, reason: &str) {
+        self.dropped.inc_by(n as u64);
+        tracing::error!(pipeline = %self.pipeline, signal = %s, items = n, reason, "dropped {}", s.item_name());
+    }
+}
