@@ -126,22 +126,26 @@ fn build(root: Value, problems: &mut Problems) -> Option<Config> {
             );
         }
     }
+    let mut declared = Declared::default();
     let receivers = components(
         top.remove("receivers"),
         "receivers",
         problems,
+        &mut declared.receivers,
         ReceiverConfig::from_value,
     );
     let processors = components(
         top.remove("processors"),
         "processors",
         problems,
+        &mut declared.processors,
         ProcessorConfig::from_value,
     );
     let exporters = components(
         top.remove("exporters"),
         "exporters",
         problems,
+        &mut declared.exporters,
         ExporterConfig::from_value,
     );
     let service: ServiceConfig = match top.remove("service") {
@@ -161,7 +165,7 @@ fn build(root: Value, problems: &mut Problems) -> Option<Config> {
         e.validate(&format!("exporters.{id}"), problems);
     }
     service.validate("service", problems);
-    service.check_references(&receivers, &processors, &exporters, problems);
+    service.check_references(&declared, &processors, &exporters, problems);
     Some(Config {
         receivers,
         processors,
@@ -170,11 +174,21 @@ fn build(root: Value, problems: &mut Problems) -> Option<Config> {
     })
 }
 
+/// Every component id written in the config, including those whose settings had problems (so a
+/// pipeline naming one is not also reported as naming an undefined component).
+#[derive(Default)]
+pub(crate) struct Declared {
+    pub receivers: std::collections::BTreeSet<String>,
+    pub processors: std::collections::BTreeSet<String>,
+    pub exporters: std::collections::BTreeSet<String>,
+}
+
 /// Deserialize every component of one section, dispatching on the type part of its id.
 fn components<T>(
     section: Option<Value>,
     name: &str,
     problems: &mut Problems,
+    declared: &mut std::collections::BTreeSet<String>,
     from_value: fn(&str, Value, &str, &mut Problems) -> Option<T>,
 ) -> BTreeMap<String, T> {
     let mut out = BTreeMap::new();
@@ -193,6 +207,7 @@ fn components<T>(
         }
     };
     for (id, value) in map {
+        declared.insert(id.clone());
         let path = format!("{name}.{id}");
         if let Some((t, n)) = id.split_once('/')
             && (t.is_empty() || n.is_empty())
@@ -242,9 +257,10 @@ pub fn deserialize_collecting<T: DeserializeOwned>(
             })
             .collect();
         let message = err.into_inner().to_string();
-        // For an unknown field, serde's path names the struct holding it; name the key itself.
         let unknown = unknown_field_name(&message);
-        if let Some(k) = &unknown {
+        if let Some(k) = &unknown
+            && segments.last() != Some(k)
+        {
             segments.push(k.clone());
         }
         let full = join_path(path, &segments);

@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use super::{Problems, Validate, duration};
 use crate::exporter::ExporterConfig;
 use crate::processor::ProcessorConfig;
-use crate::receiver::ReceiverConfig;
 use crate::signal::Signal;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,7 +183,7 @@ impl ServiceConfig {
     /// Every pipeline names only components that are defined and support its signal.
     pub(super) fn check_references(
         &self,
-        receivers: &BTreeMap<String, ReceiverConfig>,
+        declared: &super::Declared,
         processors: &BTreeMap<String, ProcessorConfig>,
         exporters: &BTreeMap<String, ExporterConfig>,
         problems: &mut Problems,
@@ -193,7 +192,7 @@ impl ServiceConfig {
             let pp = format!("service.pipelines.{id}");
             let signal = PipelineConfig::signal_of(id);
             for (i, r) in p.receivers.iter().enumerate() {
-                if !receivers.contains_key(r) {
+                if !declared.receivers.contains(r) {
                     problems.push(
                         &format!("{pp}.receivers.{i}"),
                         format!("receiver `{r}` is not defined under receivers"),
@@ -202,6 +201,7 @@ impl ServiceConfig {
             }
             for (i, r) in p.processors.iter().enumerate() {
                 match processors.get(r) {
+                    None if declared.processors.contains(r) => {}
                     None => problems.push(
                         &format!("{pp}.processors.{i}"),
                         format!("processor `{r}` is not defined under processors"),
@@ -220,6 +220,7 @@ impl ServiceConfig {
             }
             for (i, r) in p.exporters.iter().enumerate() {
                 match exporters.get(r) {
+                    None if declared.exporters.contains(r) => {}
                     None => problems.push(
                         &format!("{pp}.exporters.{i}"),
                         format!("exporter `{r}` is not defined under exporters"),
