@@ -33,7 +33,11 @@ fn every_example_config_parses() {
     let mut n = 0;
     for e in std::fs::read_dir(dir).expect("config dir") {
         let path = e.expect("entry").path();
-        let name = path.file_name().and_then(|f| f.to_str()).unwrap_or_default().to_string();
+        let name = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or_default()
+            .to_string();
         // prices.yaml is the price table, checked by the genai tests.
         if !name.ends_with(".yaml") || name == "prices.yaml" {
             continue;
@@ -120,7 +124,11 @@ service:
         "service.pipelines.traces.exporters.1: exporter `otlp/missing` is not defined",
     ];
     for e in expect {
-        assert!(p.iter().any(|l| l.starts_with(e)), "missing `{e}` in:\n{}", p.join("\n"));
+        assert!(
+            p.iter().any(|l| l.starts_with(e)),
+            "missing `{e}` in:\n{}",
+            p.join("\n")
+        );
     }
 }
 
@@ -137,8 +145,14 @@ service:
     traces: { receivers: [otlp], exporters: [debug] }
 "#,
     );
-    assert!(p[0].starts_with("exporters.debug.verbosity: environment variable NOT_SET is not set"), "{p:?}");
-    assert!(matches!(load("a: [unclosed"), Err(ConfigError::Yaml { .. })));
+    assert!(
+        p[0].starts_with("exporters.debug.verbosity: environment variable NOT_SET is not set"),
+        "{p:?}"
+    );
+    assert!(matches!(
+        load("a: [unclosed"),
+        Err(ConfigError::Yaml { .. })
+    ));
 }
 
 #[test]

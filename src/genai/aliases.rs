@@ -307,6 +307,8 @@ pub mod prefix {
     pub const DB_VECTOR_QUERY: &str = "db.vector.query.";
     /// OTel: `gen_ai.retrieval.*` (query text, ...): evidence of a retrieval span.
     pub const GEN_AI_RETRIEVAL: &str = "gen_ai.retrieval.";
+    /// OpenLLMetry: `traceloop.*` marks a span written by OpenLLMetry (not GenAI evidence alone).
+    pub const TRACELOOP: &str = "traceloop.";
 }
 
 /// A key matched by prefix, with its list index where it has one.

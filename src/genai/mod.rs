@@ -1,0 +1,28 @@
+//! Understanding GenAI spans: a canonical view of a span whichever library wrote it, and its cost.
+//!
+//! - [`aliases`]: every attribute spelling read, per library, mapped to canonical fields.
+//! - [`view`]: [`view::view`] reads a span into a [`GenAiView`] (stage, model, tokens, TTFT,
+//!   documents, evaluations, ...) in one pass, borrowing from the span.
+//! - [`prices`]: the price table (`config/prices.yaml`, compiled in, plus user entries) and
+//!   [`PriceTable::cost`].
+//!
+//! ```ignore
+//! let prices = PriceTable::builtin()?;
+//! let v = genai::view(&span);
+//! if v.stage == Some(Stage::Llm) {
+//!     let cost = prices.cost(&v, SuppliedCost::Prefer);
+//! }
+//! ```
+
+pub mod aliases;
+pub mod prices;
+pub mod view;
+
+#[cfg(test)]
+mod tests;
+
+pub use prices::{
+    Cost, CostOutcome, CostSource, PriceEntry, PriceError, PriceTable, PriceTier, SuppliedCost,
+    Unpriced,
+};
+pub use view::{AliasSet, Document, Evaluation, GenAiView, Stage, Tokens, view};

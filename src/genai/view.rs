@@ -1,0 +1,1039 @@
+//! A GenAI view of one span: the canonical facts, read through the alias table in one pass over
+//! the attributes and one over the events, borrowing from the span.
+//!
+//! A span is a GenAI span when it carries at least one GenAI attribute ([`Field::marks_genai`]);
+//! for any other span (a plain HTTP server span, a database call) [`GenAiView::stage`] is `None`.
+//! `Some(Stage::Other)` is a GenAI span whose role is not known (an OpenInference `PROMPT` span, a
+//! span with only a provider attribute). The stage comes from attributes, never from the span kind
+//! (OpenInference writes LLM calls as INTERNAL spans).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::trace::v1::{Span, span::Event, status::StatusCode};
+use serde::Deserialize;
+
+use super::aliases::{self, Field, Indexed, Spelling, Status, event, kinds};
+
+/// What a GenAI span does in a RAG/agent pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// A model call producing text (chat, completion).
+    Llm,
+    /// An embedding call.
+    Embedding,
+    /// A retrieval from a vector store or search index.
+    Retrieval,
+    /// A reranking of retrieved documents.
+    Rerank,
+    /// A tool call.
+    Tool,
+    /// An agent invocation.
+    Agent,
+    /// Glue between steps (a chain, workflow or task).
+    Chain,
+    /// A guardrail check.
+    Guardrail,
+    /// An evaluation of an output.
+    Evaluator,
+    /// A GenAI span of another or unknown role.
+    Other,
+}
+
+impl Stage {
+    /// Every stage, in declaration order.
+    pub const ALL: [Stage; 10] = [
+        Stage::Llm,
+        Stage::Embedding,
+        Stage::Retrieval,
+        Stage::Rerank,
+        Stage::Tool,
+        Stage::Agent,
+        Stage::Chain,
+        Stage::Guardrail,
+        Stage::Evaluator,
+        Stage::Other,
+    ];
+
+    /// The lowercase name (`llm`, `embedding`, ...), as written on attributes and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Llm => "llm",
+            Stage::Embedding => "embedding",
+            Stage::Retrieval => "retrieval",
+            Stage::Rerank => "rerank",
+            Stage::Tool => "tool",
+            Stage::Agent => "agent",
+            Stage::Chain => "chain",
+            Stage::Guardrail => "guardrail",
+            Stage::Evaluator => "evaluator",
+            Stage::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Token counts, normalised to the conventions: `input` includes cached tokens (read and written)
+/// and `output` includes reasoning tokens. See [`view`] for the normalisation rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tokens {
+    /// Input tokens, cached ones included.
+    pub input: Option<u64>,
+    /// Output tokens, reasoning ones included.
+    pub output: Option<u64>,
+    /// Input tokens read from a prompt cache.
+    pub cache_read: Option<u64>,
+    /// Input tokens written to a prompt cache.
+    pub cache_write: Option<u64>,
+    /// Output tokens spent on reasoning.
+    pub reasoning: Option<u64>,
+    /// The total as the library reported it (not normalised; for reference only).
+    pub total: Option<u64>,
+    /// The span reported input exclusive of cached tokens and the view added them.
+    pub cache_added_to_input: bool,
+}
+
+impl Tokens {
+    /// Whether any count is known.
+    pub fn any(&self) -> bool {
+        self.input.is_some()
+            || self.output.is_some()
+            || self.cache_read.is_some()
+            || self.cache_write.is_some()
+    }
+}
+
+/// A retrieved or reranked document.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Document<'a> {
+    /// The document id, where the library recorded one.
+    pub id: Option<Cow<'a, str>>,
+    /// The relevance score, where the library recorded one.
+    pub score: Option<f64>,
+}
+
+/// An evaluation result (relevance, groundedness, ...) found on the span.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation<'a> {
+    /// The metric or criterion.
+    pub name: Option<&'a str>,
+    /// The numeric result.
+    pub score: Option<f64>,
+    /// The categorical result.
+    pub label: Option<&'a str>,
+}
+
+/// The set of non-current spellings (deprecated or library-specific) a span used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AliasSet(u128);
+
+impl AliasSet {
+    fn insert(&mut self, spelling: &Spelling) {
+        if spelling.status != Status::Current {
+            self.0 |= 1u128 << spelling.index;
+        }
+    }
+
+    /// Whether no such spelling was used.
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether the attribute key `key` was used (and is not a current spelling).
+    pub fn contains(&self, key: &str) -> bool {
+        aliases::lookup(key).is_some_and(|s| self.0 & (1u128 << s.index) != 0)
+    }
+
+    /// The spellings used, in table order.
+    pub fn iter(&self) -> impl Iterator<Item = &'static Spelling> + '_ {
+        aliases::SPELLINGS
+            .iter()
+            .filter(|s| self.0 & (1u128 << s.index) != 0)
+    }
+}
+
+/// The canonical GenAI facts of one span.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GenAiView<'a> {
+    /// The span's role; `None` when the span is not a GenAI span at all.
+    pub stage: Option<Stage>,
+    /// The operation as written (`chat`, `embeddings`, ...).
+    pub operation: Option<&'a str>,
+    /// The provider as written (see [`aliases::canonical_provider`]).
+    pub provider: Option<&'a str>,
+    /// The requested model.
+    pub request_model: Option<&'a str>,
+    /// The model that answered.
+    pub response_model: Option<&'a str>,
+    /// Token counts, normalised.
+    pub tokens: Tokens,
+    /// Whether the response was streamed, where known.
+    pub streaming: Option<bool>,
+    /// Time to first token: from an attribute, else derived from a first-token timestamp or
+    /// event; `None` when unknown.
+    pub time_to_first_token: Option<Duration>,
+    /// Finish reasons.
+    pub finish_reasons: Vec<&'a str>,
+    /// The span's status is ERROR (the reliable signal; `error.type` is not).
+    pub error: bool,
+    /// Retrieved (or reranked) documents, in rank order.
+    pub documents: Vec<Document<'a>>,
+    /// Evaluation results on the span's attributes or events.
+    pub evaluations: Vec<Evaluation<'a>>,
+    /// Session or conversation id.
+    pub session_id: Option<&'a str>,
+    /// End-user id.
+    pub user_id: Option<&'a str>,
+    /// A cost in USD supplied by the instrumentation.
+    pub supplied_cost_usd: Option<f64>,
+    /// Deprecated or library-specific spellings the span used (for a lint).
+    pub aliases_used: AliasSet,
+}
+
+impl<'a> GenAiView<'a> {
+    /// Whether the span is a GenAI span.
+    pub fn is_genai(&self) -> bool {
+        self.stage.is_some()
+    }
+
+    /// The model to report: the answering one, else the requested one.
+    pub fn model(&self) -> Option<&'a str> {
+        self.response_model.or(self.request_model)
+    }
+}
+
+/// Reads the GenAI view of a span.
+///
+/// ## Token normalisation
+///
+/// The conventions count cached tokens inside input tokens (`input = uncached + cache_read +
+/// cache_write`) and reasoning tokens inside output tokens; the view always reports them so.
+/// Anthropic's raw usage block does not: its `input_tokens` excludes `cache_read_input_tokens` and
+/// `cache_creation_input_tokens`, and some integrations copy it unchanged. The view adds the cache
+/// tokens to `input`, once, when the span shows its input was exclusive:
+///
+/// 1. `cache_read + cache_write > input`, impossible for an inclusive count; or
+/// 2. the library's own total equals `input + output + cache_read + cache_write`; or
+/// 3. the provider is Anthropic (or Bedrock/Vertex serving a Claude model) and the counts come
+///    from an integration known to copy the raw block: the raw Anthropic spelling
+///    (`gen_ai.usage.cache_read_input_tokens`, `gen_ai.usage.cache_creation_input_tokens`) from a
+///    library other than OpenLLMetry (which adds the cache itself, and marks its spans with
+///    `llm.request.type` or `traceloop.*`), or OpenLIT (`telemetry.sdk.name = openlit`, whose
+///    Anthropic integration writes the raw `input_tokens`).
+///
+/// Otherwise input is taken as inclusive, as the conventions say. Likewise, reasoning tokens
+/// larger than output tokens mean output excluded them, and they are added. Langfuse
+/// `usage_details` are disjoint buckets by design (`input` = uncached), so the view sums them; they
+/// are read only when the span has no token attribute.
+pub fn view(span: &Span) -> GenAiView<'_> {
+    let mut b = Builder::default();
+    for kv in &span.attributes {
+        b.attribute(kv);
+    }
+    for ev in &span.events {
+        b.event(ev);
+    }
+    b.finish(span)
+}
+
+/// A value seen under some spelling; a lower rank (table index) is preferred.
+#[derive(Clone, Copy, Debug)]
+struct Slot<T> {
+    value: Option<T>,
+    rank: u8,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot {
+            value: None,
+            rank: u8::MAX,
+        }
+    }
+}
+
+impl<T> Slot<T> {
+    fn offer(&mut self, value: Option<T>, rank: u8) {
+        if let Some(value) = value
+            && (self.value.is_none() || rank < self.rank)
+        {
+            self.value = Some(value);
+            self.rank = rank;
+        }
+    }
+}
+
+#[derive(Default)]
+struct Builder<'a> {
+    operation: Slot<&'a str>,
+    provider: Slot<&'a str>,
+    request_model: Slot<&'a str>,
+    response_model: Slot<&'a str>,
+    model: Slot<&'a str>,
+    embedding_model: Slot<&'a str>,
+    reranker_model: Slot<&'a str>,
+    input: Slot<u64>,
+    output: Slot<u64>,
+    total: Slot<u64>,
+    cache_read: Slot<u64>,
+    cache_write: Slot<u64>,
+    reasoning: Slot<u64>,
+    streaming: Slot<bool>,
+    ttft_seconds: Slot<f64>,
+    completion_start: Option<&'a str>,
+    finish_reasons: Slot<&'a Value>,
+    retrieval_json: Option<&'a str>,
+    session: Slot<&'a str>,
+    user: Slot<&'a str>,
+    supplied_cost: Slot<f64>,
+    langfuse_cost: Option<&'a str>,
+    langfuse_usage: Option<&'a str>,
+    openinference_kind: Option<&'a str>,
+    traceloop_kind: Option<&'a str>,
+    request_type: Option<&'a str>,
+    langfuse_type: Option<&'a str>,
+    invocation_parameters: Option<&'a str>,
+    openlit: bool,
+    openllmetry: bool,
+    raw_cache_spelling: bool,
+    genai: bool,
+    retrieval_evidence: bool,
+    rerank_evidence: bool,
+    indexed_documents: Vec<(usize, Document<'a>)>,
+    indexed_evaluations: Vec<(usize, Evaluation<'a>)>,
+    event_documents: Vec<Document<'a>>,
+    evaluations: Vec<Evaluation<'a>>,
+    first_token_ns: Option<u64>,
+    aliases: AliasSet,
+}
+
+impl<'a> Builder<'a> {
+    fn attribute(&mut self, kv: &'a KeyValue) {
+        let Some(value) = kv.value.as_ref().and_then(|v| v.value.as_ref()) else {
+            return;
+        };
+        let Some(spelling) = aliases::lookup(&kv.key) else {
+            self.indexed(&kv.key, value);
+            return;
+        };
+        self.aliases.insert(spelling);
+        self.genai |= spelling.field.marks_genai();
+        let rank = spelling.index;
+        match spelling.field {
+            Field::Operation => self.operation.offer(text(value), rank),
+            Field::Provider => self.provider.offer(text(value), rank),
+            Field::RequestModel => self.request_model.offer(text(value), rank),
+            Field::ResponseModel => self.response_model.offer(text(value), rank),
+            Field::Model => self.model.offer(text(value), rank),
+            Field::EmbeddingModel => self.embedding_model.offer(text(value), rank),
+            Field::RerankerModel => self.reranker_model.offer(text(value), rank),
+            Field::InputTokens => self.input.offer(count(value), rank),
+            Field::OutputTokens => self.output.offer(count(value), rank),
+            Field::TotalTokens => self.total.offer(count(value), rank),
+            Field::CacheReadTokens | Field::CacheWriteTokens => {
+                let raw = spelling.key == aliases::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS_RAW
+                    || spelling.key == aliases::GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS_RAW;
+                self.raw_cache_spelling |= raw;
+                let slot = if spelling.field == Field::CacheReadTokens {
+                    &mut self.cache_read
+                } else {
+                    &mut self.cache_write
+                };
+                slot.offer(count(value), rank);
+            }
+            Field::ReasoningTokens => self.reasoning.offer(count(value), rank),
+            Field::Streaming => self.streaming.offer(boolean(value), rank),
+            Field::TimeToFirstToken => self.ttft_seconds.offer(number(value), rank),
+            Field::CompletionStartTime => self.completion_start = text(value),
+            Field::FinishReasons => self.finish_reasons.offer(Some(value), rank),
+            Field::RetrievalDocumentsJson => {
+                self.retrieval_evidence = true;
+                self.retrieval_json = text(value);
+            }
+            Field::Session => self.session.offer(text(value), rank),
+            Field::User => self.user.offer(text(value), rank),
+            Field::SuppliedCost => self.supplied_cost.offer(number(value), rank),
+            Field::LangfuseCostDetails => self.langfuse_cost = text(value),
+            Field::LangfuseUsageDetails => self.langfuse_usage = text(value),
+            Field::OpenInferenceKind => self.openinference_kind = text(value),
+            Field::TraceloopKind => {
+                self.openllmetry = true;
+                self.traceloop_kind = text(value);
+            }
+            Field::LlmRequestType => {
+                self.openllmetry = true;
+                self.request_type = text(value);
+            }
+            Field::LangfuseType => self.langfuse_type = text(value),
+            Field::InvocationParameters => self.invocation_parameters = text(value),
+            Field::SdkName => {
+                self.openlit |= text(value).is_some_and(|v| v == aliases::SDK_OPENLIT);
+            }
+        }
+    }
+
+    fn indexed(&mut self, key: &'a str, value: &'a Value) {
+        let Some(indexed) = aliases::indexed(key) else {
+            self.openllmetry |= key.starts_with(aliases::prefix::TRACELOOP);
+            return;
+        };
+        self.genai = true;
+        match indexed {
+            Indexed::DocumentId(n) => {
+                self.retrieval_evidence = true;
+                document_at(&mut self.indexed_documents, n).id = document_id(value);
+            }
+            Indexed::DocumentScore(n) => {
+                self.retrieval_evidence = true;
+                document_at(&mut self.indexed_documents, n).score = number(value);
+            }
+            Indexed::EvalName(n) => evaluation_at(&mut self.indexed_evaluations, n).name = text(value),
+            Indexed::EvalScore(n) => {
+                evaluation_at(&mut self.indexed_evaluations, n).score = number(value)
+            }
+            Indexed::EvalLabel(n) => {
+                evaluation_at(&mut self.indexed_evaluations, n).label = text(value)
+            }
+            Indexed::EvalMetric(name) => {
+                let (score, label) = match value {
+                    Value::StringValue(s) => (s.parse().ok(), Some(s.as_str())),
+                    other => (number(other), None),
+                };
+                self.evaluations.push(Evaluation {
+                    name: Some(name),
+                    score,
+                    label,
+                });
+            }
+            Indexed::RetrievalEvidence => self.retrieval_evidence = true,
+            Indexed::RerankEvidence => self.rerank_evidence = true,
+        }
+    }
+
+    fn event(&mut self, ev: &'a Event) {
+        let name = ev.name.as_str();
+        if name == event::EVALUATION_RESULT {
+            let mut result = Evaluation {
+                name: None,
+                score: None,
+                label: None,
+            };
+            for kv in &ev.attributes {
+                let Some(value) = kv.value.as_ref().and_then(|v| v.value.as_ref()) else {
+                    continue;
+                };
+                match kv.key.as_str() {
+                    event::EVALUATION_NAME => result.name = text(value),
+                    event::EVALUATION_SCORE_VALUE => result.score = number(value),
+                    event::EVALUATION_SCORE_LABEL => result.label = text(value),
+                    _ => {}
+                }
+            }
+            self.evaluations.push(result);
+        } else if name == event::DB_QUERY_RESULT {
+            self.retrieval_evidence = true;
+            self.genai = true;
+            let mut doc = Document {
+                id: None,
+                score: None,
+            };
+            for kv in &ev.attributes {
+                let Some(value) = kv.value.as_ref().and_then(|v| v.value.as_ref()) else {
+                    continue;
+                };
+                match kv.key.as_str() {
+                    event::DB_QUERY_RESULT_ID => doc.id = document_id(value),
+                    event::DB_QUERY_RESULT_SCORE => doc.score = number(value),
+                    _ => {}
+                }
+            }
+            self.event_documents.push(doc);
+        } else if event::FIRST_TOKEN.contains(&name) {
+            let t = ev.time_unix_nano;
+            self.first_token_ns = Some(self.first_token_ns.map_or(t, |f| f.min(t)));
+        }
+    }
+
+    fn finish(self, span: &'a Span) -> GenAiView<'a> {
+        let provider = self.provider.value;
+        let request_model = self
+            .request_model
+            .value
+            .or(self.model.value)
+            .or(self.embedding_model.value)
+            .or(self.reranker_model.value);
+        let response_model = self
+            .response_model
+            .value
+            .or(self.model.value)
+            .or(self.embedding_model.value)
+            .or(self.reranker_model.value);
+        let tokens = self.tokens(provider, response_model.or(request_model));
+        let stage = self.stage(&tokens, request_model.or(response_model).is_some());
+        let streaming = self.streaming.value.or_else(|| {
+            self.invocation_parameters
+                .and_then(stream_parameter)
+                .or(self.first_token_ns.map(|_| true))
+        });
+        let time_to_first_token = self.time_to_first_token(span.start_time_unix_nano);
+        let supplied_cost_usd = self
+            .supplied_cost
+            .value
+            .or_else(|| self.langfuse_cost.and_then(langfuse_total_cost))
+            .filter(|c| c.is_finite() && *c >= 0.0);
+        let finish_reasons = match self.finish_reasons.value {
+            Some(Value::ArrayValue(array)) => array
+                .values
+                .iter()
+                .filter_map(|v| v.value.as_ref().and_then(text))
+                .collect(),
+            Some(single) => text(single).into_iter().collect(),
+            None => Vec::new(),
+        };
+        let documents = match self.retrieval_json.and_then(json_documents) {
+            Some(docs) => docs,
+            None if !self.indexed_documents.is_empty() => {
+                let mut docs = self.indexed_documents;
+                docs.sort_by_key(|&(n, _)| n);
+                docs.into_iter().map(|(_, d)| d).collect()
+            }
+            None => self.event_documents,
+        };
+        let mut evaluations = self.evaluations;
+        let mut indexed = self.indexed_evaluations;
+        indexed.sort_by_key(|&(n, _)| n);
+        evaluations.extend(indexed.into_iter().map(|(_, e)| e));
+        let error = span
+            .status
+            .as_ref()
+            .is_some_and(|s| s.code == StatusCode::Error as i32);
+        GenAiView {
+            stage,
+            operation: self.operation.value,
+            provider,
+            request_model,
+            response_model,
+            tokens,
+            streaming,
+            time_to_first_token,
+            finish_reasons,
+            error,
+            documents,
+            evaluations,
+            session_id: self.session.value,
+            user_id: self.user.value,
+            supplied_cost_usd,
+            aliases_used: self.aliases,
+        }
+    }
+
+    /// Token counts, normalised (see [`view`]).
+    fn tokens(&self, provider: Option<&str>, model: Option<&str>) -> Tokens {
+        let mut t = Tokens {
+            input: self.input.value,
+            output: self.output.value,
+            cache_read: self.cache_read.value,
+            cache_write: self.cache_write.value,
+            reasoning: self.reasoning.value,
+            total: self.total.value,
+            cache_added_to_input: false,
+        };
+        if !t.any()
+            && let Some(usage) = self.langfuse_usage.and_then(langfuse_usage)
+        {
+            return usage;
+        }
+        let cache = t.cache_read.unwrap_or(0).saturating_add(t.cache_write.unwrap_or(0));
+        if let Some(input) = t.input
+            && cache > 0
+        {
+            let output = t.output.unwrap_or(0);
+            let exclusive = cache > input
+                || t.total == Some(input.saturating_add(output).saturating_add(cache))
+                || (anthropic_family(provider, model)
+                    && (self.openlit || (self.raw_cache_spelling && !self.openllmetry)));
+            if exclusive {
+                t.input = Some(input.saturating_add(cache));
+                t.cache_added_to_input = true;
+            }
+        }
+        if let (Some(output), Some(reasoning)) = (t.output, t.reasoning)
+            && reasoning > output
+        {
+            t.output = Some(output.saturating_add(reasoning));
+        }
+        t
+    }
+
+    /// The stage, from the most explicit signal present:
+    /// 1. `openinference.span.kind`; 2. `langfuse.observation.type`; 3. `gen_ai.operation.name`;
+    /// 4. `llm.request.type`; 5. rerank or retrieval evidence (`reranker.*`, `db.vector.query.*`,
+    /// retrieved documents, `db.query.result` events); 6. `traceloop.span.kind`; 7. an embedding
+    /// model, or a model with token counts (an LLM call); 8. any other GenAI attribute: `Other`.
+    fn stage(&self, tokens: &Tokens, has_model: bool) -> Option<Stage> {
+        let of = |table, value: Option<&str>| value.and_then(|v| kinds::stage(table, v));
+        of(kinds::OPENINFERENCE, self.openinference_kind)
+            .or_else(|| of(kinds::LANGFUSE, self.langfuse_type))
+            .or_else(|| of(kinds::OPERATION, self.operation.value))
+            .or_else(|| of(kinds::LLM_REQUEST_TYPE, self.request_type))
+            .or_else(|| {
+                if self.rerank_evidence || self.reranker_model.value.is_some() {
+                    Some(Stage::Rerank)
+                } else if self.retrieval_evidence {
+                    Some(Stage::Retrieval)
+                } else {
+                    None
+                }
+            })
+            .or_else(|| of(kinds::TRACELOOP, self.traceloop_kind))
+            .or_else(|| {
+                if self.embedding_model.value.is_some() {
+                    Some(Stage::Embedding)
+                } else if has_model && tokens.any() {
+                    Some(Stage::Llm)
+                } else {
+                    None
+                }
+            })
+            .or_else(|| self.genai.then_some(Stage::Other))
+    }
+
+    /// Time to first token: an attribute (seconds), else Langfuse's completion start time, else
+    /// the earliest first-token event; each minus the span's start.
+    fn time_to_first_token(&self, start_ns: u64) -> Option<Duration> {
+        if let Some(seconds) = self.ttft_seconds.value {
+            return Duration::try_from_secs_f64(seconds).ok();
+        }
+        let first = self
+            .completion_start
+            .and_then(parse_rfc3339_nanos)
+            .or(self.first_token_ns)?;
+        first.checked_sub(start_ns).map(Duration::from_nanos)
+    }
+}
+
+fn document_at<'v, 'a>(docs: &'v mut Vec<(usize, Document<'a>)>, n: usize) -> &'v mut Document<'a> {
+    let pos = match docs.iter().position(|(i, _)| *i == n) {
+        Some(pos) => pos,
+        None => {
+            docs.push((
+                n,
+                Document {
+                    id: None,
+                    score: None,
+                },
+            ));
+            docs.len() - 1
+        }
+    };
+    &mut docs[pos].1
+}
+
+fn evaluation_at<'v, 'a>(
+    evals: &'v mut Vec<(usize, Evaluation<'a>)>,
+    n: usize,
+) -> &'v mut Evaluation<'a> {
+    let pos = match evals.iter().position(|(i, _)| *i == n) {
+        Some(pos) => pos,
+        None => {
+            evals.push((
+                n,
+                Evaluation {
+                    name: None,
+                    score: None,
+                    label: None,
+                },
+            ));
+            evals.len() - 1
+        }
+    };
+    &mut evals[pos].1
+}
+
+/// Anthropic itself, or a cloud serving a Claude model (whose usage block is Anthropic's).
+fn anthropic_family(provider: Option<&str>, model: Option<&str>) -> bool {
+    match provider.map(aliases::canonical_provider) {
+        Some("anthropic") => true,
+        Some("aws.bedrock" | "google") => model.is_some_and(|m| contains_ignore_case(m, "claude")),
+        _ => false,
+    }
+}
+
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+// --- attribute values ---
+
+/// A non-empty string value.
+fn text(value: &Value) -> Option<&str> {
+    match value {
+        Value::StringValue(s) if !s.is_empty() => Some(s),
+        _ => None,
+    }
+}
+
+/// A non-negative whole number (ints, integral doubles and numeric strings are accepted).
+fn count(value: &Value) -> Option<u64> {
+    match value {
+        Value::IntValue(i) => u64::try_from(*i).ok(),
+        Value::DoubleValue(d) if d.is_finite() && *d >= 0.0 && d.fract() == 0.0 => {
+            // Exact for every count below 2^53, far above any token count.
+            Some(*d as u64)
+        }
+        Value::StringValue(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A finite number (ints, doubles and numeric strings are accepted).
+fn number(value: &Value) -> Option<f64> {
+    let n = match value {
+        Value::DoubleValue(d) => *d,
+        Value::IntValue(i) => *i as f64,
+        Value::StringValue(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    n.is_finite().then_some(n)
+}
+
+fn boolean(value: &Value) -> Option<bool> {
+    match value {
+        Value::BoolValue(b) => Some(*b),
+        Value::StringValue(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Value::StringValue(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        Value::IntValue(i) => Some(*i != 0),
+        _ => None,
+    }
+}
+
+fn document_id(value: &Value) -> Option<Cow<'_, str>> {
+    match value {
+        Value::StringValue(s) if !s.is_empty() => Some(Cow::Borrowed(s)),
+        Value::IntValue(i) => Some(Cow::Owned(i.to_string())),
+        _ => None,
+    }
+}
+
+// --- JSON-valued attributes ---
+
+/// `gen_ai.retrieval.documents`: `[{"id": "doc-3", "score": 0.93, "content": ...}, ...]`.
+fn json_documents(json: &str) -> Option<Vec<Document<'_>>> {
+    #[derive(Deserialize)]
+    struct Doc<'a> {
+        #[serde(default, borrow, deserialize_with = "lenient_id")]
+        id: Option<Cow<'a, str>>,
+        #[serde(default, deserialize_with = "lenient_number")]
+        score: Option<f64>,
+    }
+    let docs: Vec<Doc<'_>> = serde_json::from_str(json).ok()?;
+    Some(
+        docs.into_iter()
+            .map(|d| Document {
+                id: d.id,
+                score: d.score,
+            })
+            .collect(),
+    )
+}
+
+/// OpenInference `llm.invocation_parameters`: only `"stream"` is read.
+fn stream_parameter(json: &str) -> Option<bool> {
+    #[derive(Deserialize)]
+    struct Params {
+        stream: Option<bool>,
+    }
+    serde_json::from_str::<Params>(json).ok()?.stream
+}
+
+/// Parses a flat JSON object of numbers (`null` and non-numbers are skipped).
+fn json_numbers(json: &str) -> Option<Vec<(String, f64)>> {
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).ok()?;
+    Some(
+        map.into_iter()
+            .filter_map(|(k, v)| v.as_f64().filter(|f| f.is_finite()).map(|f| (k, f)))
+            .collect(),
+    )
+}
+
+/// Langfuse `cost_details`: `total` if present, else the sum of the parts.
+fn langfuse_total_cost(json: &str) -> Option<f64> {
+    let parts = json_numbers(json)?;
+    if let Some(&(_, total)) = parts.iter().find(|(k, _)| k == "total") {
+        return Some(total);
+    }
+    (!parts.is_empty()).then(|| parts.iter().map(|(_, v)| v).sum())
+}
+
+/// Langfuse `usage_details`: disjoint buckets such as `input` (uncached), `input_cached_tokens`
+/// or `cache_read_input_tokens`, `cache_creation_input_tokens`, `input_audio_tokens`, `output`
+/// (excluding reasoning), `output_reasoning_tokens`, `total`. Summed into the conventions' shape.
+fn langfuse_usage(json: &str) -> Option<Tokens> {
+    let parts = json_numbers(json)?;
+    let mut t = Tokens::default();
+    let (mut input, mut output, mut seen_in, mut seen_out) = (0u64, 0u64, false, false);
+    for (key, value) in &parts {
+        if *value < 0.0 || value.fract() != 0.0 {
+            continue;
+        }
+        let n = *value as u64;
+        let key = key.as_str();
+        if key == "total" {
+            t.total = Some(n);
+        } else if key.contains("cache_read") || key.contains("cached") {
+            t.cache_read = Some(t.cache_read.unwrap_or(0).saturating_add(n));
+            (input, seen_in) = (input.saturating_add(n), true);
+        } else if key.contains("cache_creation") || key.contains("cache_write") {
+            t.cache_write = Some(t.cache_write.unwrap_or(0).saturating_add(n));
+            (input, seen_in) = (input.saturating_add(n), true);
+        } else if key.contains("reasoning") {
+            t.reasoning = Some(t.reasoning.unwrap_or(0).saturating_add(n));
+            (output, seen_out) = (output.saturating_add(n), true);
+        } else if key.starts_with("input") || key.starts_with("prompt") {
+            (input, seen_in) = (input.saturating_add(n), true);
+        } else if key.starts_with("output") || key.starts_with("completion") {
+            (output, seen_out) = (output.saturating_add(n), true);
+        }
+    }
+    t.input = seen_in.then_some(input);
+    t.output = seen_out.then_some(output);
+    t.any().then_some(t)
+}
+
+fn lenient_id<'de, D>(d: D) -> Result<Option<Cow<'de, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or integer id")
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v)))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+fn lenient_number<'de, D>(d: D) -> Result<Option<f64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = Option<f64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a number")
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(v.is_finite().then_some(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(v.trim().parse().ok().filter(|f: &f64| f.is_finite()))
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// Parses an RFC 3339 timestamp (`2025-01-02T03:04:05.123Z`, `+02:00` offsets, optionally
+/// JSON-quoted as Langfuse writes it) into nanoseconds since the Unix epoch.
+fn parse_rfc3339_nanos(s: &str) -> Option<u64> {
+    let s = s.trim().trim_matches('"');
+    let b = s.as_bytes();
+    let digits = |from: usize, len: usize| -> Option<i64> {
+        let part = s.get(from..from + len)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
+    let (hour, minute, second) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60
+    {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut nanos: i64 = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let len = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if len == 0 {
+            return None;
+        }
+        for (i, c) in frac.bytes().take(len).enumerate() {
+            if i < 9 {
+                nanos += i64::from(c - b'0') * 10i64.pow(8 - i as u32);
+            }
+        }
+        rest = &frac[len..];
+    }
+    let offset_seconds = match rest {
+        "Z" | "z" | "" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first() {
+                Some(b'+') => 1,
+                Some(b'-') => -1,
+                _ => return None,
+            };
+            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
+                return None;
+            }
+            sign * (digits_of(&rest[1..3])? * 3600 + digits_of(&rest[4..6])? * 60)
+        }
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_seconds;
+    let total = i128::from(secs) * 1_000_000_000 + i128::from(nanos);
+    u64::try_from(total).ok()
+}
+
+fn digits_of(s: &str) -> Option<i64> {
+    s.bytes()
+        .all(|c| c.is_ascii_digit())
+        .then(|| s.parse().ok())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339_nanos("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_nanos("\"2025-01-02T03:04:05.123456Z\""),
+            Some(1_735_787_045_123_456_000)
+        );
+        assert_eq!(
+            parse_rfc3339_nanos("2025-01-02T05:04:05.5+02:00"),
+            Some(1_735_787_045_500_000_000)
+        );
+        assert_eq!(parse_rfc3339_nanos("2025-13-02T03:04:05Z"), None);
+        assert_eq!(parse_rfc3339_nanos("yesterday"), None);
+        assert_eq!(parse_rfc3339_nanos("1969-12-31T23:59:59Z"), None);
+    }
+
+    #[test]
+    fn values() {
+        assert_eq!(count(&Value::IntValue(-1)), None);
+        assert_eq!(count(&Value::DoubleValue(12.0)), Some(12));
+        assert_eq!(count(&Value::DoubleValue(12.5)), None);
+        assert_eq!(count(&Value::StringValue("42".into())), Some(42));
+        assert_eq!(number(&Value::DoubleValue(f64::NAN)), None);
+        assert_eq!(boolean(&Value::StringValue("TRUE".into())), Some(true));
+        assert_eq!(text(&Value::StringValue(String::new())), None);
+    }
+
+    #[test]
+    fn json_helpers() {
+        let docs = json_documents(r#"[{"id": 7, "score": "0.5"}, {"id": "a\"b", "content": "x"}]"#)
+            .unwrap();
+        assert_eq!(docs[0].id.as_deref(), Some("7"));
+        assert_eq!(docs[0].score, Some(0.5));
+        assert_eq!(docs[1].id.as_deref(), Some("a\"b"));
+        assert_eq!(docs[1].score, None);
+        assert_eq!(json_documents("not json"), None);
+        assert_eq!(stream_parameter(r#"{"model": "m", "stream": true}"#), Some(true));
+        assert_eq!(stream_parameter(r#"{"model": "m"}"#), None);
+        assert_eq!(
+            langfuse_total_cost(r#"{"input": 0.25, "output": 0.5}"#),
+            Some(0.75)
+        );
+        assert_eq!(
+            langfuse_total_cost(r#"{"input": 0.25, "total": 1.0}"#),
+            Some(1.0)
+        );
+        let t = langfuse_usage(
+            r#"{"input": 2140, "input_cached_tokens": 1024, "output": 96, "output_reasoning_tokens": 310, "total": 3570}"#,
+        )
+        .unwrap();
+        assert_eq!(t.input, Some(2140 + 1024));
+        assert_eq!(t.cache_read, Some(1024));
+        assert_eq!(t.output, Some(96 + 310));
+        assert_eq!(t.reasoning, Some(310));
+        assert_eq!(t.total, Some(3570));
+    }
+
+    #[test]
+    fn stage_names() {
+        let names: Vec<_> = Stage::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "llm",
+                "embedding",
+                "retrieval",
+                "rerank",
+                "tool",
+                "agent",
+                "chain",
+                "guardrail",
+                "evaluator",
+                "other"
+            ]
+        );
+    }
+}

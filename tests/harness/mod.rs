@@ -1,0 +1,74 @@
+//! Starting ragwatch in-process on 127.0.0.1:0 and reading its own metrics.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ragwatch::{Config, Service};
+
+/// Start ragwatch from YAML; the admin endpoint is put on 127.0.0.1:0 unless the YAML sets one.
+pub async fn start(yaml: &str) -> Service {
+    let yaml = if yaml.contains("telemetry:") {
+        yaml.to_string()
+    } else {
+        format!("{yaml}\n  telemetry:\n    metrics:\n      address: 127.0.0.1:0\n")
+    };
+    let config =
+        Config::from_yaml_with_env(&yaml, "test", &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    Service::start(&config)
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}"))
+}
+
+/// A receiver section listening on 127.0.0.1:0 for both protocols.
+pub fn otlp_receiver(extra: &str) -> String {
+    format!(
+        "  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\n      http:\n        endpoint: 127.0.0.1:0\n{extra}"
+    )
+}
+
+pub fn grpc_url(s: &Service) -> String {
+    format!("http://{}", s.grpc_addr("otlp").expect("grpc receiver"))
+}
+
+pub fn http_url(s: &Service, path: &str) -> String {
+    format!(
+        "http://{}{path}",
+        s.http_addr("otlp").expect("http receiver")
+    )
+}
+
+/// The value of one sample of ragwatch's own metrics, e.g.
+/// `ragwatch_exporter_sent_spans_total{exporter="otlp"}`; 0 when absent.
+pub fn metric(s: &Service, sample: &str) -> f64 {
+    let text = s.metrics().encode();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == sample)
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Wait until `cond` holds, checking every 10 ms, for at most `limit`.
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A loopback port that nothing listens on now (bound, then released).
+pub fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
