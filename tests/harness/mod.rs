@@ -72,3 +72,6 @@ pub fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr")
 }
+
+pub mod backend;
+pub mod fixtures;
