@@ -556,7 +556,11 @@ mod tests {
     #[test]
     fn keys_are_unique() {
         for (i, a) in SPELLINGS.iter().enumerate() {
-            assert!(SPELLINGS[i + 1..].iter().all(|b| b.key != a.key), "{}", a.key);
+            assert!(
+                SPELLINGS[i + 1..].iter().all(|b| b.key != a.key),
+                "{}",
+                a.key
+            );
         }
     }
 

@@ -6,7 +6,7 @@
 //! - [`prices`]: the price table (`config/prices.yaml`, compiled in, plus user entries) and
 //!   [`PriceTable::cost`].
 //!
-//! ```ignore
+//! ```text
 //! let prices = PriceTable::builtin()?;
 //! let v = genai::view(&span);
 //! if v.stage == Some(Stage::Llm) {

@@ -102,7 +102,11 @@ impl PriceEntry {
             self.id.as_str()
         };
         let mut problem = |what: String| problems.push(format!("{id}: {what}"));
-        if self.provider.as_deref().is_some_and(|p| p.trim().is_empty()) {
+        if self
+            .provider
+            .as_deref()
+            .is_some_and(|p| p.trim().is_empty())
+        {
             problem("provider is empty".to_owned());
         }
         for pattern in std::iter::once(&self.model).chain(&self.aliases) {
@@ -444,11 +448,14 @@ impl PriceTable {
         let names = ModelNames::new(model)?;
         let provider = provider.map(|p| aliases::canonical_provider(p.trim()));
         // Entries whose provider agrees with the span's, or that name none.
-        let agreeing = self.entries.iter().filter(|c| match (&c.provider, provider) {
-            (None, _) => true,
-            (Some(p), Some(q)) => p.eq_ignore_ascii_case(q),
-            (Some(_), None) => false,
-        });
+        let agreeing = self
+            .entries
+            .iter()
+            .filter(|c| match (&c.provider, provider) {
+                (None, _) => true,
+                (Some(p), Some(q)) => p.eq_ignore_ascii_case(q),
+                (Some(_), None) => false,
+            });
         if let Some(best) = most_specific(agreeing, &names) {
             return Some(best);
         }
@@ -605,8 +612,24 @@ struct ModelNames<'m> {
 /// Leading segments of Bedrock model ids: cross-region prefixes and vendor prefixes
 /// (`us.anthropic.claude-...`, `cohere.command-r-v1:0`).
 const ID_PREFIXES: &[&str] = &[
-    "us", "eu", "apac", "global", "us-gov", "jp", "au", "ca", "anthropic", "meta", "cohere",
-    "mistral", "amazon", "ai21", "deepseek", "openai", "qwen", "writer",
+    "us",
+    "eu",
+    "apac",
+    "global",
+    "us-gov",
+    "jp",
+    "au",
+    "ca",
+    "anthropic",
+    "meta",
+    "cohere",
+    "mistral",
+    "amazon",
+    "ai21",
+    "deepseek",
+    "openai",
+    "qwen",
+    "writer",
 ];
 
 impl<'m> ModelNames<'m> {
@@ -676,7 +699,8 @@ fn strip_versions(mut m: &str) -> &str {
 fn glob_match(pattern: &str, name: &str) -> bool {
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or_default();
-    if name.len() < first.len() || !name.as_bytes()[..first.len()].eq_ignore_ascii_case(first.as_bytes())
+    if name.len() < first.len()
+        || !name.as_bytes()[..first.len()].eq_ignore_ascii_case(first.as_bytes())
     {
         return false;
     }
@@ -687,7 +711,10 @@ fn glob_match(pattern: &str, name: &str) -> bool {
     };
     for part in middle.iter().filter(|p| !p.is_empty()) {
         let p = part.as_bytes();
-        match rest.windows(p.len()).position(|w| w.eq_ignore_ascii_case(p)) {
+        match rest
+            .windows(p.len())
+            .position(|w| w.eq_ignore_ascii_case(p))
+        {
             Some(at) => rest = &rest[at + p.len()..],
             None => return false,
         }
@@ -707,11 +734,17 @@ mod tests {
                 .map(|n| (n.full.to_owned(), n.base.to_owned()))
                 .unwrap()
         };
-        assert_eq!(n("gpt-4o-2024-08-06"), ("gpt-4o-2024-08-06".into(), "gpt-4o".into()));
+        assert_eq!(
+            n("gpt-4o-2024-08-06"),
+            ("gpt-4o-2024-08-06".into(), "gpt-4o".into())
+        );
         assert_eq!(n("openai/gpt-4o"), ("gpt-4o".into(), "gpt-4o".into()));
         assert_eq!(
             n("claude-3-5-sonnet-20241022"),
-            ("claude-3-5-sonnet-20241022".into(), "claude-3-5-sonnet".into())
+            (
+                "claude-3-5-sonnet-20241022".into(),
+                "claude-3-5-sonnet".into()
+            )
         );
         assert_eq!(
             n("us.anthropic.claude-3-5-sonnet-20241022-v2:0").1,

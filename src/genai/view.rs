@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::trace::v1::{Span, span::Event, status::StatusCode};
 use serde::Deserialize;
 
@@ -394,7 +394,9 @@ impl<'a> Builder<'a> {
                 self.retrieval_evidence = true;
                 document_at(&mut self.indexed_documents, n).score = number(value);
             }
-            Indexed::EvalName(n) => evaluation_at(&mut self.indexed_evaluations, n).name = text(value),
+            Indexed::EvalName(n) => {
+                evaluation_at(&mut self.indexed_evaluations, n).name = text(value)
+            }
             Indexed::EvalScore(n) => {
                 evaluation_at(&mut self.indexed_evaluations, n).score = number(value)
             }
@@ -550,7 +552,10 @@ impl<'a> Builder<'a> {
         {
             return usage;
         }
-        let cache = t.cache_read.unwrap_or(0).saturating_add(t.cache_write.unwrap_or(0));
+        let cache = t
+            .cache_read
+            .unwrap_or(0)
+            .saturating_add(t.cache_write.unwrap_or(0));
         if let Some(input) = t.input
             && cache > 0
         {
@@ -573,10 +578,16 @@ impl<'a> Builder<'a> {
     }
 
     /// The stage, from the most explicit signal present:
-    /// 1. `openinference.span.kind`; 2. `langfuse.observation.type`; 3. `gen_ai.operation.name`;
-    /// 4. `llm.request.type`; 5. rerank or retrieval evidence (`reranker.*`, `db.vector.query.*`,
-    /// retrieved documents, `db.query.result` events); 6. `traceloop.span.kind`; 7. an embedding
-    /// model, or a model with token counts (an LLM call); 8. any other GenAI attribute: `Other`.
+    ///
+    /// 1. `openinference.span.kind`;
+    /// 2. `langfuse.observation.type`;
+    /// 3. `gen_ai.operation.name`;
+    /// 4. `llm.request.type`;
+    /// 5. rerank or retrieval evidence (`reranker.*`, `db.vector.query.*`, retrieved documents,
+    ///    `db.query.result` events), which beats a generic Traceloop `task`;
+    /// 6. `traceloop.span.kind`;
+    /// 7. an embedding model, or a model with token counts (an LLM call);
+    /// 8. any other GenAI attribute: `Other`.
     fn stage(&self, tokens: &Tokens, has_model: bool) -> Option<Stage> {
         let of = |table, value: Option<&str>| value.and_then(|v| kinds::stage(table, v));
         of(kinds::OPENINFERENCE, self.openinference_kind)
@@ -905,7 +916,11 @@ fn parse_rfc3339_nanos(s: &str) -> Option<u64> {
     }
     let (year, month, day) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
     let (hour, minute, second) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
     {
         return None;
     }
@@ -996,7 +1011,10 @@ mod tests {
         assert_eq!(docs[1].id.as_deref(), Some("a\"b"));
         assert_eq!(docs[1].score, None);
         assert_eq!(json_documents("not json"), None);
-        assert_eq!(stream_parameter(r#"{"model": "m", "stream": true}"#), Some(true));
+        assert_eq!(
+            stream_parameter(r#"{"model": "m", "stream": true}"#),
+            Some(true)
+        );
         assert_eq!(stream_parameter(r#"{"model": "m"}"#), None);
         assert_eq!(
             langfuse_total_cost(r#"{"input": 0.25, "output": 0.5}"#),
