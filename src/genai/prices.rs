@@ -123,10 +123,8 @@ impl PriceEntry {
             ("cache_write", self.cache_write),
             ("per_request", self.per_request),
         ];
-        for (name, price) in prices {
-            if let Some(p) = price
-                && !(p.is_finite() && p >= 0.0)
-            {
+        for (name, p) in prices.into_iter().filter_map(|(n, p)| Some((n, p?))) {
+            if !(p.is_finite() && p >= 0.0) {
                 problem(format!("{name} price {p} is not a non-negative number"));
             }
         }
@@ -148,10 +146,8 @@ impl PriceEntry {
                 ("cache_read", tier.cache_read),
                 ("cache_write", tier.cache_write),
             ];
-            for (name, price) in prices {
-                if let Some(p) = price
-                    && !(p.is_finite() && p >= 0.0)
-                {
+            for (name, p) in prices.into_iter().filter_map(|(n, p)| Some((n, p?))) {
+                if !(p.is_finite() && p >= 0.0) {
                     problem(format!(
                         "tier above {at}: {name} price {p} is not a non-negative number"
                     ));
@@ -161,9 +157,7 @@ impl PriceEntry {
         if self.context_window == Some(0) {
             problem("context_window is 0".to_owned());
         }
-        if let Some(date) = &self.effective_date
-            && !is_iso_date(date)
-        {
+        if let Some(date) = self.effective_date.as_deref().filter(|d| !is_iso_date(d)) {
             problem(format!("effective_date {date:?} is not YYYY-MM-DD"));
         }
         if problems.is_empty() {
@@ -418,10 +412,10 @@ impl PriceTable {
     /// know).
     pub fn cost(&self, view: &GenAiView<'_>, mode: SuppliedCost) -> CostOutcome<'_> {
         let t = &view.tokens;
-        if mode == SuppliedCost::Prefer
-            && let Some(supplied) = view.supplied_cost_usd
-            && !(supplied == 0.0 && used_tokens(t))
-        {
+        let supplied = view
+            .supplied_cost_usd
+            .filter(|&c| mode == SuppliedCost::Prefer && !(c == 0.0 && used_tokens(t)));
+        if let Some(supplied) = supplied {
             return CostOutcome::Priced(Cost {
                 total_usd: supplied,
                 input_usd: 0.0,
@@ -461,15 +455,15 @@ impl PriceTable {
         }
         // Otherwise: a name that only one vendor's entries match.
         let mut vendor: Option<&str> = None;
-        for c in &self.entries {
-            if let Some(p) = c.provider.as_deref()
-                && c.specificity(&names).is_some()
-            {
-                if vendor.is_some_and(|v| v != p) {
-                    return None;
-                }
-                vendor = Some(p);
+        let matching = self
+            .entries
+            .iter()
+            .filter(|c| c.specificity(&names).is_some());
+        for p in matching.filter_map(|c| c.provider.as_deref()) {
+            if vendor.is_some_and(|v| v != p) {
+                return None;
             }
+            vendor = Some(p);
         }
         let vendor = vendor?;
         let of_vendor = self

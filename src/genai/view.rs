@@ -261,10 +261,8 @@ impl<T> Default for Slot<T> {
 
 impl<T> Slot<T> {
     fn offer(&mut self, value: Option<T>, rank: u8) {
-        if let Some(value) = value
-            && (self.value.is_none() || rank < self.rank)
-        {
-            self.value = Some(value);
+        if value.is_some() && (self.value.is_none() || rank < self.rank) {
+            self.value = value;
             self.rank = rank;
         }
     }
@@ -547,18 +545,16 @@ impl<'a> Builder<'a> {
             total: self.total.value,
             cache_added_to_input: false,
         };
-        if !t.any()
-            && let Some(usage) = self.langfuse_usage.and_then(langfuse_usage)
-        {
-            return usage;
+        if !t.any() {
+            if let Some(usage) = self.langfuse_usage.and_then(langfuse_usage) {
+                return usage;
+            }
         }
         let cache = t
             .cache_read
             .unwrap_or(0)
             .saturating_add(t.cache_write.unwrap_or(0));
-        if let Some(input) = t.input
-            && cache > 0
-        {
+        if let Some(input) = t.input.filter(|_| cache > 0) {
             let output = t.output.unwrap_or(0);
             let exclusive = cache > input
                 || t.total == Some(input.saturating_add(output).saturating_add(cache))
@@ -569,10 +565,10 @@ impl<'a> Builder<'a> {
                 t.cache_added_to_input = true;
             }
         }
-        if let (Some(output), Some(reasoning)) = (t.output, t.reasoning)
-            && reasoning > output
-        {
-            t.output = Some(output.saturating_add(reasoning));
+        if let (Some(output), Some(reasoning)) = (t.output, t.reasoning) {
+            if reasoning > output {
+                t.output = Some(output.saturating_add(reasoning));
+            }
         }
         t
     }
