@@ -42,11 +42,21 @@ async fn admin_endpoint_serves_health_readiness_and_metrics() {
     .await;
     let base = format!("http://{}", s.admin_addr());
     let get = |p: &str| reqwest::get(format!("{base}{p}"));
-    assert_eq!(get("/healthz").await.expect("healthz").status().as_u16(), 200);
+    assert_eq!(
+        get("/healthz").await.expect("healthz").status().as_u16(),
+        200
+    );
     assert_eq!(get("/readyz").await.expect("readyz").status().as_u16(), 200);
-    let mut c = TraceServiceClient::connect(harness::grpc_url(&s)).await.expect("connect");
+    let mut c = TraceServiceClient::connect(harness::grpc_url(&s))
+        .await
+        .expect("connect");
     c.export(big_request(3, 10)).await.expect("export");
-    let text = get("/metrics").await.expect("metrics").text().await.expect("text");
+    let text = get("/metrics")
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     for name in [
         "ragwatch_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 1",
         "ragwatch_exporter_queue_capacity{exporter=\"debug\"} 1000",
@@ -79,7 +89,9 @@ service:
         path.display()
     ))
     .await;
-    let mut c = TraceServiceClient::connect(harness::grpc_url(&s)).await.expect("connect");
+    let mut c = TraceServiceClient::connect(harness::grpc_url(&s))
+        .await
+        .expect("connect");
     // Five requests of ~400 KiB: 1 MiB holds two, so the file rotates twice and the oldest goes.
     let sent: Vec<_> = (1..=5u8).map(|i| big_request(i, 400 * 1024)).collect();
     for r in &sent {
@@ -102,11 +114,20 @@ service:
     let current = read(path.clone());
     let backup1 = read(dir.path().join("out").join("otlp.jsonl.1"));
     let backup2 = read(dir.path().join("out").join("otlp.jsonl.2"));
-    assert!(!dir.path().join("out").join("otlp.jsonl.3").exists(), "max_backups is 2");
+    assert!(
+        !dir.path().join("out").join("otlp.jsonl.3").exists(),
+        "max_backups is 2"
+    );
     assert_eq!(current, sent[4..].to_vec());
     assert_eq!(backup1, sent[2..4].to_vec());
     assert_eq!(backup2, sent[0..2].to_vec());
     let first_line = std::fs::read_to_string(&path).expect("read");
-    assert!(first_line.starts_with("{\"resourceSpans\":[{"), "the Collector's file exporter shape");
-    assert!(first_line.contains("\"traceId\":\"05050505050505050505050505050505\""), "hex ids");
+    assert!(
+        first_line.starts_with("{\"resourceSpans\":[{"),
+        "the Collector's file exporter shape"
+    );
+    assert!(
+        first_line.contains("\"traceId\":\"05050505050505050505050505050505\""),
+        "hex ids"
+    );
 }

@@ -235,7 +235,74 @@ async fn http_bad_input_gets_the_right_status_and_the_service_goes_on() {
         ),
         2.0
     );
+    let outcome = |o: &str| {
+        harness::metric(
+            &s,
+            &format!(
+                "ragwatch_receiver_requests_total{{receiver=\"otlp\",transport=\"http\",outcome=\"{o}\"}}"
+            ),
+        )
+    };
+    assert_eq!(outcome("invalid"), 2.0);
+    assert_eq!(outcome("unsupported"), 2.0);
+    assert_eq!(outcome("too_large"), 2.0);
+    assert_eq!(outcome("partial"), 1.0);
     s.shutdown().await;
+}
+
+#[tokio::test]
+async fn cors_is_off_unless_configured() {
+    let preflight = |url: String| async move {
+        reqwest::Client::new()
+            .request(reqwest::Method::OPTIONS, url)
+            .header("origin", "https://app.example.com")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+            .await
+            .expect("preflight")
+    };
+    let off = service().await;
+    let r = preflight(harness::http_url(&off, "/v1/traces")).await;
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    off.shutdown().await;
+
+    let on = harness::start(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:0
+        cors:
+          allowed_origins: [https://app.example.com]
+exporters:
+  debug:
+service:
+  pipelines:
+    traces: { receivers: [otlp], exporters: [debug] }
+"#,
+    )
+    .await;
+    let r = preflight(harness::http_url(&on, "/v1/traces")).await;
+    assert_eq!(
+        r.headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://app.example.com")
+    );
+    let other = reqwest::Client::new()
+        .request(
+            reqwest::Method::OPTIONS,
+            harness::http_url(&on, "/v1/traces"),
+        )
+        .header("origin", "https://evil.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    on.shutdown().await;
 }
 
 /// Sends bytes as they are, so a test can put anything on the wire.

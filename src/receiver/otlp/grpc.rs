@@ -56,9 +56,11 @@ pub(super) fn serve(
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Gzip);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let counters = ingest.counters.clone();
+    let map = move |resp| map_decode_errors(resp, &counters);
     tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
-            .layer(tower::util::MapResponseLayer::new(map_decode_errors))
+            .layer(tower::util::MapResponseLayer::new(map))
             .add_service(traces)
             .add_service(metrics)
             .add_service(logs)
@@ -73,9 +75,11 @@ pub(super) fn serve(
 /// tonic answers an oversize message with OUT_OF_RANGE, which OTLP clients retry forever, and an
 /// undecodable one with INTERNAL; OTLP wants non-retryable RESOURCE_EXHAUSTED (without RetryInfo)
 /// and INVALID_ARGUMENT. Our own handlers never answer with either code, so every such status
-/// comes from tonic's decoding and is rewritten here.
+/// comes from tonic's decoding and is rewritten (and counted) here. A message that inflates past
+/// the limit (a gzip bomb) already gets RESOURCE_EXHAUSTED from tonic; it is only counted.
 fn map_decode_errors(
     mut resp: http::Response<tonic::body::Body>,
+    counters: &crate::telemetry::ReceiverCounters,
 ) -> http::Response<tonic::body::Body> {
     let code = resp
         .headers()
@@ -83,11 +87,20 @@ fn map_decode_errors(
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<i32>().ok())
         .map(Code::from_i32);
-    let replacement = match code {
-        Some(Code::OutOfRange) => Code::ResourceExhausted,
-        Some(Code::Internal) => Code::InvalidArgument,
+    let (replacement, outcome) = match code {
+        Some(Code::OutOfRange) => (Code::ResourceExhausted, "too_large"),
+        Some(Code::ResourceExhausted) => (Code::ResourceExhausted, "too_large"),
+        Some(Code::Internal) => (Code::InvalidArgument, "invalid"),
         _ => return resp,
     };
+    counters.request(outcome);
+    let reason = resp
+        .headers()
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    tracing::warn!(receiver = %counters.receiver, code = ?replacement, reason = %reason, "refused an OTLP/gRPC request");
     resp.headers_mut()
         .insert("grpc-status", http::HeaderValue::from(replacement as i32));
     resp
