@@ -3,12 +3,11 @@
 mod harness;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use harness::backend::{Backend, Behavior};
+use harness::child::Ragwatch;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -77,33 +76,9 @@ service:
     )
     .expect("write config");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ragwatch"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--log-format", "json"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn ragwatch");
-    let stderr = child.stderr.take().expect("stderr");
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
-    let log = Arc::new(Mutex::new(Vec::<String>::new()));
-    let log2 = log.clone();
-    // Keep reading stderr to the end, so the child never blocks on a full pipe.
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && v["message"] == "listening"
-                && v["component"] == "receiver otlp (grpc)"
-                && let Some(a) = v["address"].as_str()
-            {
-                let _ = addr_tx.send(a.to_string());
-            }
-            log2.lock().expect("lock").push(line);
-        }
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(20))
+    let rw = Ragwatch::spawn(dir.path(), &["--config", cfg.to_str().expect("utf-8 path")]);
+    let addr = rw
+        .address("receiver otlp (grpc)")
         .expect("ragwatch listening");
     let url = format!("http://{addr}");
 
@@ -135,22 +110,14 @@ service:
             >= 100)
         .await
     );
-    let pid = child.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait())
+    rw.sigterm();
+    let (code, log) = tokio::task::spawn_blocking(move || rw.wait())
         .await
-        .expect("join")
-        .expect("wait");
+        .expect("join");
     for c in clients {
         let _ = c.await;
     }
-    reader.join().expect("reader");
-    let log = log.lock().expect("lock").join("\n");
-    assert_eq!(exit.code(), Some(0), "log:\n{log}");
+    assert_eq!(code, Some(0), "log:\n{log}");
     assert!(log.contains("SIGTERM received"), "log:\n{log}");
 
     let acked = acked.lock().expect("lock").clone();
@@ -170,4 +137,56 @@ service:
         lost.len(),
         acked.len()
     );
+}
+
+/// `cargo run --release` with no config: the embedded default listens on 127.0.0.1:4317/4318 and
+/// 8888, logs each batch (debug exporter) and writes OTLP/JSON lines under ./ragwatch-data/.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_default_receives_logs_and_writes_a_file() {
+    if ["127.0.0.1:4317", "127.0.0.1:4318", "127.0.0.1:8888"]
+        .iter()
+        .any(|a| std::net::TcpListener::bind(a).is_err())
+    {
+        eprintln!("SKIPPED: the default ports 4317/4318/8888 are in use on this machine");
+        return;
+    }
+    ragwatch::service::install_crypto_provider(); // for the reqwest client here
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rw = Ragwatch::spawn(dir.path(), &[]);
+    let http = rw
+        .address("receiver otlp (http)")
+        .expect("listening on 4318");
+    assert_eq!(http, "127.0.0.1:4318");
+    let fixture = harness::fixtures::dir().join("otel-v2-normal.jsonl");
+    let line = harness::fixtures::load(&fixture)
+        .into_iter()
+        .find(|(b, _)| b.signal() == ragwatch::signal::Signal::Traces)
+        .expect("a traces line");
+    let resp = reqwest::Client::new()
+        .post(format!("http://{http}/v1/traces"))
+        .header("content-type", "application/json")
+        .body(line.1.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 200);
+    let ready = reqwest::get("http://127.0.0.1:8888/readyz")
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status().as_u16(), 200);
+    rw.sigterm();
+    let (code, log) = tokio::task::spawn_blocking(move || rw.wait())
+        .await
+        .expect("join");
+    assert_eq!(code, Some(0), "{log}");
+    let n = line.0.item_count();
+    assert!(
+        log.contains(&format!("\"message\":\"{n} spans\"")),
+        "debug exporter line missing:\n{log}"
+    );
+    let written = std::fs::read_to_string(dir.path().join("ragwatch-data/otlp.jsonl"))
+        .expect("file exporter output");
+    let got: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest =
+        serde_json::from_str(written.lines().next().expect("a line")).expect("OTLP/JSON");
+    assert_eq!(ragwatch::signal::Batch::Traces(got), line.0);
 }

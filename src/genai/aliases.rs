@@ -309,6 +309,9 @@ pub mod prefix {
     pub const GEN_AI_RETRIEVAL: &str = "gen_ai.retrieval.";
     /// OpenLLMetry: `traceloop.*` marks a span written by OpenLLMetry (not GenAI evidence alone).
     pub const TRACELOOP: &str = "traceloop.";
+    /// Any other `gen_ai.*` (OTel) or `llm.*` (OpenInference, OpenLLMetry) attribute makes the
+    /// span a GenAI span, of stage `Other` when nothing says more.
+    pub const GENAI: &[&str] = &["gen_ai.", "llm."];
 }
 
 /// A key matched by prefix, with its list index where it has one.

@@ -1071,6 +1071,9 @@ fn stage_recognition() {
         s("text-embedding-3-large"),
     )]);
     assert_eq!(view(&sp).stage, Some(Stage::Embedding));
+    // Any other GenAI attribute: a GenAI span of unknown role.
+    let sp = span(vec![kv("gen_ai.agent.name", s("planner"))]);
+    assert_eq!(view(&sp).stage, Some(Stage::Other));
     // Error status is the error signal.
     let mut sp = span(chat_span("openai", "gpt-4o", 1, 1));
     sp.status = Some(Status {

@@ -380,6 +380,7 @@ impl<'a> Builder<'a> {
     fn indexed(&mut self, key: &'a str, value: &'a Value) {
         let Some(indexed) = aliases::indexed(key) else {
             self.openllmetry |= key.starts_with(aliases::prefix::TRACELOOP);
+            self.genai |= aliases::prefix::GENAI.iter().any(|p| key.starts_with(p));
             return;
         };
         self.genai = true;
@@ -615,8 +616,9 @@ impl<'a> Builder<'a> {
     /// Time to first token: an attribute (seconds), else Langfuse's completion start time, else
     /// the earliest first-token event; each minus the span's start.
     fn time_to_first_token(&self, start_ns: u64) -> Option<Duration> {
-        if let Some(seconds) = self.ttft_seconds.value {
-            return Duration::try_from_secs_f64(seconds).ok();
+        let from_attribute = self.ttft_seconds.value;
+        if let Some(ttft) = from_attribute.and_then(|s| Duration::try_from_secs_f64(s).ok()) {
+            return Some(ttft);
         }
         let first = self
             .completion_start

@@ -74,4 +74,5 @@ pub fn free_port() -> SocketAddr {
 }
 
 pub mod backend;
+pub mod child;
 pub mod fixtures;
