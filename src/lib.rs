@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod config;
 pub mod exporter;
+pub mod genai;
 pub mod names;
 pub mod net;
 pub mod pipeline;

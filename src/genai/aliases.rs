@@ -94,8 +94,11 @@ pub enum Status {
     Current,
     /// An older OTel GenAI spelling, still sent by older instrumentations.
     Deprecated,
-    /// A library's own spelling, outside the OTel conventions.
+    /// A library's own spelling of a fact the OTel conventions name (an alias).
     Library,
+    /// A library attribute with no OTel counterpart, read for what it tells (span kinds, supplied
+    /// costs, library markers); not an alias.
+    Extra,
 }
 
 /// One attribute spelling: its key, its meaning and its standing.
@@ -105,7 +108,7 @@ pub struct Spelling {
     pub key: &'static str,
     /// What it means.
     pub field: Field,
-    /// Current, deprecated or library-specific.
+    /// Current, deprecated, a library alias, or a library extra.
     pub status: Status,
     /// Position in [`SPELLINGS`]; within a field, a lower index is preferred.
     pub index: u8,
@@ -241,14 +244,14 @@ spellings! {
     // --- session and user ---
     /// OTel: the conversation (session, thread) id.
     GEN_AI_CONVERSATION_ID = "gen_ai.conversation.id" => Session, Current;
-    /// OpenInference / Langfuse / plain apps: the session id.
-    SESSION_ID = "session.id" => Session, Library;
+    /// OTel (`session.*`), OpenInference, Langfuse: the session id.
+    SESSION_ID = "session.id" => Session, Current;
     /// Langfuse (old mapping): the session id.
     LANGFUSE_SESSION_ID = "langfuse.session.id" => Session, Library;
     /// OpenLLMetry association property: the session id.
     TRACELOOP_SESSION_ID = "traceloop.association.properties.session_id" => Session, Library;
-    /// OpenInference / Langfuse / plain apps: the user id.
-    USER_ID = "user.id" => User, Library;
+    /// OTel (`user.*`), OpenInference, Langfuse: the user id.
+    USER_ID = "user.id" => User, Current;
     /// Langfuse (old mapping): the user id.
     LANGFUSE_USER_ID = "langfuse.user.id" => User, Library;
     /// OpenLLMetry association property: the user id.
@@ -261,29 +264,29 @@ spellings! {
     // --- cost ---
     /// OpenLIT: the call's cost in USD, from OpenLIT's own price list (0 when it does not know
     /// the model).
-    GEN_AI_USAGE_COST = "gen_ai.usage.cost" => SuppliedCost, Library;
+    GEN_AI_USAGE_COST = "gen_ai.usage.cost" => SuppliedCost, Extra;
     /// OpenInference: the call's total cost in USD.
-    LLM_COST_TOTAL = "llm.cost.total" => SuppliedCost, Library;
+    LLM_COST_TOTAL = "llm.cost.total" => SuppliedCost, Extra;
     /// Langfuse: per-usage-type costs, a JSON object (`{"input": .., "output": .., "total": ..}`).
-    LANGFUSE_COST_DETAILS = "langfuse.observation.cost_details" => LangfuseCostDetails, Library;
+    LANGFUSE_COST_DETAILS = "langfuse.observation.cost_details" => LangfuseCostDetails, Extra;
     /// Langfuse: per-usage-type token counts, a JSON object of disjoint buckets.
     LANGFUSE_USAGE_DETAILS = "langfuse.observation.usage_details" => LangfuseUsageDetails, Library;
 
     // --- span kinds ---
     /// OpenInference: the span kind (`LLM`, `EMBEDDING`, `RETRIEVER`, `CHAIN`, ...).
-    OPENINFERENCE_SPAN_KIND = "openinference.span.kind" => OpenInferenceKind, Library;
+    OPENINFERENCE_SPAN_KIND = "openinference.span.kind" => OpenInferenceKind, Extra;
     /// Traceloop: the span kind (`workflow`, `task`, `agent`, `tool`).
-    TRACELOOP_SPAN_KIND = "traceloop.span.kind" => TraceloopKind, Library;
+    TRACELOOP_SPAN_KIND = "traceloop.span.kind" => TraceloopKind, Extra;
     /// OpenLLMetry (old): the request type (`chat`, `completion`, `embedding`, `rerank`).
-    LLM_REQUEST_TYPE = "llm.request.type" => LlmRequestType, Library;
+    LLM_REQUEST_TYPE = "llm.request.type" => LlmRequestType, Extra;
     /// Langfuse: the observation type (`generation`, `embedding`, `retriever`, ...).
-    LANGFUSE_OBSERVATION_TYPE = "langfuse.observation.type" => LangfuseType, Library;
+    LANGFUSE_OBSERVATION_TYPE = "langfuse.observation.type" => LangfuseType, Extra;
 
     // --- other ---
     /// OpenInference: JSON invocation parameters (read for `"stream"`).
-    LLM_INVOCATION_PARAMETERS = "llm.invocation_parameters" => InvocationParameters, Library;
+    LLM_INVOCATION_PARAMETERS = "llm.invocation_parameters" => InvocationParameters, Extra;
     /// `telemetry.sdk.name` on the span itself (OpenLIT writes `openlit` there).
-    TELEMETRY_SDK_NAME = "telemetry.sdk.name" => SdkName, Library;
+    TELEMETRY_SDK_NAME = "telemetry.sdk.name" => SdkName, Extra;
 }
 
 // The view records which spellings were used in a 128-bit set.

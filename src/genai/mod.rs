@@ -1,7 +1,7 @@
 //! Understanding GenAI spans: a canonical view of a span whichever library wrote it, and its cost.
 //!
 //! - [`aliases`]: every attribute spelling read, per library, mapped to canonical fields.
-//! - [`view`]: [`view::view`] reads a span into a [`GenAiView`] (stage, model, tokens, TTFT,
+//! - [`view`](mod@view): [`view()`] reads a span into a [`GenAiView`] (stage, model, tokens, TTFT,
 //!   documents, evaluations, ...) in one pass, borrowing from the span.
 //! - [`prices`]: the price table (`config/prices.yaml`, compiled in, plus user entries) and
 //!   [`PriceTable::cost`].

@@ -183,7 +183,7 @@ fn is_iso_date(s: &str) -> bool {
 pub enum PriceError {
     /// The YAML did not parse into price entries.
     #[error("price table is not valid: {0}")]
-    Parse(#[source] serde_saphyr::Error),
+    Parse(#[source] crate::config::yaml::YamlError),
     /// Entries failed validation; every problem is listed.
     #[error("invalid price entries: {}", .0.join("; "))]
     Invalid(Vec<String>),
@@ -197,7 +197,7 @@ struct PriceFile {
 
 /// Parses price entries from YAML of the shape of `config/prices.yaml` (`prices: [...]`).
 pub fn parse_entries(yaml: &str) -> Result<Vec<PriceEntry>, PriceError> {
-    serde_saphyr::from_str::<PriceFile>(yaml)
+    crate::config::yaml::from_str::<PriceFile>(yaml)
         .map(|f| f.prices)
         .map_err(PriceError::Parse)
 }
@@ -366,21 +366,18 @@ impl PriceTable {
         }
         let compiled = entries
             .into_iter()
-            .map(|entry| {
-                let mut tiers = entry.tiers.clone();
-                tiers.sort_by_key(|t| t.above_input_tokens);
-                Compiled {
-                    provider: entry
-                        .provider
-                        .as_deref()
-                        .map(|p| aliases::canonical_provider(p.trim()).to_ascii_lowercase()),
-                    patterns: std::iter::once(&entry.model)
-                        .chain(&entry.aliases)
-                        .map(|p| Pattern::new(p))
-                        .collect(),
-                    entry: PriceEntry { tiers, ..entry },
-                    user,
-                }
+            .map(|entry| Compiled {
+                provider: entry
+                    .provider
+                    .as_deref()
+                    .map(|p| aliases::canonical_provider(p.trim()).to_ascii_lowercase()),
+                patterns: std::iter::once(&entry.model)
+                    .chain(&entry.aliases)
+                    .map(|p| Pattern::new(p))
+                    .collect(),
+                // Validation guarantees the tiers are in increasing threshold order.
+                entry,
+                user,
             })
             .collect();
         Ok(compiled)

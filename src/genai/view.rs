@@ -111,7 +111,7 @@ impl Tokens {
 }
 
 /// A retrieved or reranked document.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Document<'a> {
     /// The document id, where the library recorded one.
     pub id: Option<Cow<'a, str>>,
@@ -120,7 +120,7 @@ pub struct Document<'a> {
 }
 
 /// An evaluation result (relevance, groundedness, ...) found on the span.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Evaluation<'a> {
     /// The metric or criterion.
     pub name: Option<&'a str>,
@@ -130,13 +130,14 @@ pub struct Evaluation<'a> {
     pub label: Option<&'a str>,
 }
 
-/// The set of non-current spellings (deprecated or library-specific) a span used.
+/// The aliases a span used: deprecated OTel spellings and libraries' own spellings of facts the
+/// conventions name ([`Status::Deprecated`], [`Status::Library`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AliasSet(u128);
 
 impl AliasSet {
     fn insert(&mut self, spelling: &Spelling) {
-        if spelling.status != Status::Current {
+        if matches!(spelling.status, Status::Deprecated | Status::Library) {
             self.0 |= 1u128 << spelling.index;
         }
     }
@@ -146,7 +147,7 @@ impl AliasSet {
         self.0 == 0
     }
 
-    /// Whether the attribute key `key` was used (and is not a current spelling).
+    /// Whether the alias `key` was used.
     pub fn contains(&self, key: &str) -> bool {
         aliases::lookup(key).is_some_and(|s| self.0 & (1u128 << s.index) != 0)
     }
@@ -193,7 +194,7 @@ pub struct GenAiView<'a> {
     pub user_id: Option<&'a str>,
     /// A cost in USD supplied by the instrumentation.
     pub supplied_cost_usd: Option<f64>,
-    /// Deprecated or library-specific spellings the span used (for a lint).
+    /// Deprecated or library-specific aliases the span used (for a lint).
     pub aliases_used: AliasSet,
 }
 
@@ -387,21 +388,17 @@ impl<'a> Builder<'a> {
         match indexed {
             Indexed::DocumentId(n) => {
                 self.retrieval_evidence = true;
-                document_at(&mut self.indexed_documents, n).id = document_id(value);
+                entry_at(&mut self.indexed_documents, n).id = document_id(value);
             }
             Indexed::DocumentScore(n) => {
                 self.retrieval_evidence = true;
-                document_at(&mut self.indexed_documents, n).score = number(value);
+                entry_at(&mut self.indexed_documents, n).score = number(value);
             }
-            Indexed::EvalName(n) => {
-                evaluation_at(&mut self.indexed_evaluations, n).name = text(value)
-            }
+            Indexed::EvalName(n) => entry_at(&mut self.indexed_evaluations, n).name = text(value),
             Indexed::EvalScore(n) => {
-                evaluation_at(&mut self.indexed_evaluations, n).score = number(value)
+                entry_at(&mut self.indexed_evaluations, n).score = number(value)
             }
-            Indexed::EvalLabel(n) => {
-                evaluation_at(&mut self.indexed_evaluations, n).label = text(value)
-            }
+            Indexed::EvalLabel(n) => entry_at(&mut self.indexed_evaluations, n).label = text(value),
             Indexed::EvalMetric(name) => {
                 let (score, label) = match value {
                     Value::StringValue(s) => (s.parse().ok(), Some(s.as_str())),
@@ -421,11 +418,7 @@ impl<'a> Builder<'a> {
     fn event(&mut self, ev: &'a Event) {
         let name = ev.name.as_str();
         if name == event::EVALUATION_RESULT {
-            let mut result = Evaluation {
-                name: None,
-                score: None,
-                label: None,
-            };
+            let mut result = Evaluation::default();
             for kv in &ev.attributes {
                 let Some(value) = kv.value.as_ref().and_then(|v| v.value.as_ref()) else {
                     continue;
@@ -441,10 +434,7 @@ impl<'a> Builder<'a> {
         } else if name == event::DB_QUERY_RESULT {
             self.retrieval_evidence = true;
             self.genai = true;
-            let mut doc = Document {
-                id: None,
-                score: None,
-            };
+            let mut doc = Document::default();
             for kv in &ev.attributes {
                 let Some(value) = kv.value.as_ref().and_then(|v| v.value.as_ref()) else {
                     continue;
@@ -546,10 +536,10 @@ impl<'a> Builder<'a> {
             total: self.total.value,
             cache_added_to_input: false,
         };
-        if !t.any() {
-            if let Some(usage) = self.langfuse_usage.and_then(langfuse_usage) {
-                return usage;
-            }
+        if !t.any()
+            && let Some(usage) = self.langfuse_usage.and_then(langfuse_usage)
+        {
+            return usage;
         }
         let cache = t
             .cache_read
@@ -566,10 +556,10 @@ impl<'a> Builder<'a> {
                 t.cache_added_to_input = true;
             }
         }
-        if let (Some(output), Some(reasoning)) = (t.output, t.reasoning) {
-            if reasoning > output {
-                t.output = Some(output.saturating_add(reasoning));
-            }
+        if let (Some(output), Some(reasoning)) = (t.output, t.reasoning)
+            && reasoning > output
+        {
+            t.output = Some(output.saturating_add(reasoning));
         }
         t
     }
@@ -628,42 +618,13 @@ impl<'a> Builder<'a> {
     }
 }
 
-fn document_at<'v, 'a>(docs: &'v mut Vec<(usize, Document<'a>)>, n: usize) -> &'v mut Document<'a> {
-    let pos = match docs.iter().position(|(i, _)| *i == n) {
-        Some(pos) => pos,
-        None => {
-            docs.push((
-                n,
-                Document {
-                    id: None,
-                    score: None,
-                },
-            ));
-            docs.len() - 1
-        }
-    };
-    &mut docs[pos].1
-}
-
-fn evaluation_at<'v, 'a>(
-    evals: &'v mut Vec<(usize, Evaluation<'a>)>,
-    n: usize,
-) -> &'v mut Evaluation<'a> {
-    let pos = match evals.iter().position(|(i, _)| *i == n) {
-        Some(pos) => pos,
-        None => {
-            evals.push((
-                n,
-                Evaluation {
-                    name: None,
-                    score: None,
-                    label: None,
-                },
-            ));
-            evals.len() - 1
-        }
-    };
-    &mut evals[pos].1
+/// The entry for list index `n`, added if new.
+fn entry_at<T: Default>(items: &mut Vec<(usize, T)>, n: usize) -> &mut T {
+    let pos = items.iter().position(|(i, _)| *i == n).unwrap_or_else(|| {
+        items.push((n, T::default()));
+        items.len() - 1
+    });
+    &mut items[pos].1
 }
 
 /// Anthropic itself, or a cloud serving a Claude model (whose usage block is Anthropic's).
