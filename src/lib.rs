@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod derived;
 pub mod exporter;
 pub mod genai;
 pub mod names;

@@ -45,3 +45,68 @@ pub mod metrics {
     /// Items a pipeline had to drop (only when the shutdown grace period runs out).
     pub const PIPELINE_DROPPED_ITEMS: &str = "ragwatch_pipeline_dropped_items";
 }
+
+/// Metrics derived from spans (the `genai` processor), served by the `prometheus` exporter and
+/// sent as OTLP by the `derived_metrics` receiver. Each is given as (OTLP name, Prometheus name).
+pub mod derived {
+    /// GenAI semantic-convention histograms, with their advised buckets.
+    pub const GEN_AI_OPERATION_DURATION: (&str, &str) = (
+        "gen_ai.client.operation.duration",
+        "gen_ai_client_operation_duration_seconds",
+    );
+    pub const GEN_AI_TOKEN_USAGE: (&str, &str) =
+        ("gen_ai.client.token.usage", "gen_ai_client_token_usage");
+    pub const GEN_AI_TIME_TO_FIRST_CHUNK: (&str, &str) = (
+        "gen_ai.client.operation.time_to_first_chunk",
+        "gen_ai_client_operation_time_to_first_chunk_seconds",
+    );
+    pub const LLM_COST_USD: (&str, &str) = ("rag.llm.cost", "rag_llm_cost_usd");
+    pub const LLM_TOKENS: (&str, &str) = ("rag.llm.tokens", "rag_llm_tokens");
+    pub const LLM_CALLS: (&str, &str) = ("rag.llm.calls", "rag_llm_calls");
+    pub const STAGE_DURATION: (&str, &str) = ("rag.stage.duration", "rag_stage_duration_seconds");
+    pub const REQUESTS: (&str, &str) = ("rag.requests", "rag_requests");
+    pub const REQUEST_DURATION: (&str, &str) =
+        ("rag.request.duration", "rag_request_duration_seconds");
+    pub const RETRIEVAL_TOP_SCORE: (&str, &str) =
+        ("rag.retrieval.top_score", "rag_retrieval_top_score");
+    pub const UNPRICED_CALLS: (&str, &str) = ("rag.unpriced.calls", "rag_unpriced_calls");
+    pub const INSTRUMENTATION_ISSUES: (&str, &str) =
+        ("rag.instrumentation.issues", "rag_instrumentation_issues");
+    /// Span metrics compatible with Jaeger's Monitor tab.
+    pub const SPAN_CALLS: (&str, &str) = ("traces.span.metrics.calls", "traces_span_metrics_calls");
+    pub const SPAN_DURATION: (&str, &str) = (
+        "traces.span.metrics.duration",
+        "traces_span_metrics_duration_milliseconds",
+    );
+}
+
+/// Span attributes ragwatch writes. It never overwrites an attribute the application set.
+pub mod attrs {
+    /// The span's role: llm, embedding, retrieval, rerank, tool, agent, chain, guardrail,
+    /// evaluator or other.
+    pub const RAG_STAGE: &str = "rag.stage";
+    /// Cost of the call in USD (double), and its parts.
+    pub const COST_USD: &str = "rag.cost.usd";
+    pub const COST_INPUT_USD: &str = "rag.cost.input_usd";
+    pub const COST_OUTPUT_USD: &str = "rag.cost.output_usd";
+    pub const COST_CACHE_READ_USD: &str = "rag.cost.cache_read_usd";
+    pub const COST_CACHE_WRITE_USD: &str = "rag.cost.cache_write_usd";
+    /// Per-call price (rerank searches), when the price entry has one.
+    pub const COST_REQUEST_USD: &str = "rag.cost.request_usd";
+    /// `computed` (from the price table) or `supplied` (by the instrumentation).
+    pub const COST_SOURCE: &str = "rag.cost.source";
+    /// The id of the price entry used.
+    pub const COST_PRICE_ID: &str = "rag.cost.price_id";
+    /// true on a model call no price matches (the model is never guessed).
+    pub const COST_UNPRICED: &str = "rag.cost.unpriced";
+    /// Time to first token in milliseconds (double), where known.
+    pub const LLM_TTFT_MS: &str = "rag.llm.ttft_ms";
+    /// Instrumentation problems found on the span (string array), with `mark_instrumentation_issues`.
+    pub const INSTRUMENTATION_ISSUES: &str = "rag.instrumentation.issues";
+
+    /// Canonical GenAI convention names, added where only an alias was present.
+    pub const GEN_AI_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
+    pub const GEN_AI_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
+    pub const GEN_AI_PROVIDER_NAME: &str = "gen_ai.provider.name";
+    pub const GEN_AI_REQUEST_MODEL: &str = "gen_ai.request.model";
+}

@@ -12,8 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Health};
 use crate::config::Config;
+use crate::derived::{DerivedMetrics, Limits};
 use crate::exporter::{self, ExporterHandle};
 use crate::pipeline::{Fanin, Pipeline, PipelineInput};
+use crate::processor::BuildContext;
 use crate::receiver::{ReceiverConfig, otlp};
 use crate::signal::Signal;
 use crate::telemetry::SelfMetrics;
@@ -23,6 +25,8 @@ use crate::telemetry::SelfMetrics;
 pub enum StartError {
     #[error(transparent)]
     Exporter(#[from] exporter::StartError),
+    #[error("processor {id}: {message}")]
+    Processor { id: String, message: String },
     #[error("cannot listen for {what} on {address}: {source}")]
     Listen {
         what: String,
@@ -35,6 +39,8 @@ pub enum StartError {
 /// A running ragwatch.
 pub struct Service {
     receivers: BTreeMap<String, otlp::RunningReceiver>,
+    exporter_addrs: BTreeMap<String, SocketAddr>,
+    derived: Arc<DerivedMetrics>,
     admin_addr: SocketAddr,
     metrics: Arc<SelfMetrics>,
     health: Arc<Health>,
@@ -82,6 +88,23 @@ impl Service {
             health.clone(),
             stop_admin.clone(),
         );
+        let limits = &config.service.derived_metrics;
+        let derived = Arc::new(DerivedMetrics::new(
+            crate::genai::metrics::DEFS,
+            Limits {
+                max_series_per_metric: limits.max_series_per_metric,
+                series_ttl: limits.series_ttl,
+            },
+        ));
+        let ectx = exporter::ExporterContext {
+            metrics: &metrics,
+            derived: &derived,
+            hard_stop: hard_stop.clone(),
+            stop_servers: stop_admin.clone(),
+        };
+        let pctx = BuildContext {
+            derived: derived.clone(),
+        };
 
         // Exporters first, only those some pipeline uses.
         let used: std::collections::BTreeSet<&String> = config
@@ -92,13 +115,17 @@ impl Service {
             .collect();
         let mut exporters: BTreeMap<String, ExporterHandle> = BTreeMap::new();
         let mut exporter_tasks = Vec::new();
+        let mut exporter_addrs = BTreeMap::new();
         for id in used {
             let Some(c) = config.exporters.get(id) else {
                 continue;
             };
-            let running = exporter::start(id, c, &metrics, hard_stop.clone())?;
+            let running = exporter::start(id, c, &ectx)?;
             exporters.insert(id.clone(), running.handle);
             exporter_tasks.extend(running.tasks);
+            if let Some(a) = running.addr {
+                exporter_addrs.insert(id.clone(), a);
+            }
         }
         health.set_exporters_started();
 
@@ -109,11 +136,15 @@ impl Service {
             let Some(signal) = crate::config::PipelineConfig::signal_of(id) else {
                 continue;
             };
-            let chain = p
-                .processors
-                .iter()
-                .filter_map(|name| config.processors.get(name).map(|c| c.build()))
-                .collect();
+            let mut chain = Vec::new();
+            for name in &p.processors {
+                if let Some(c) = config.processors.get(name) {
+                    chain.push(c.build(&pctx).map_err(|message| StartError::Processor {
+                        id: name.clone(),
+                        message,
+                    })?);
+                }
+            }
             let handles = p
                 .exporters
                 .iter()
@@ -159,20 +190,38 @@ impl Service {
                 tracing::warn!(receiver = %id, "receiver is not used by any pipeline; not started");
                 continue;
             }
-            let ReceiverConfig::Otlp(oc) = rc;
-            let running = otlp::start(id, oc, consumers, &metrics, stop_receivers.clone())
-                .await
-                .map_err(|source| StartError::Listen {
-                    what: format!("receiver {id}"),
-                    address: describe_endpoints(oc),
-                    source,
-                })?;
+            let running = match rc {
+                ReceiverConfig::Otlp(oc) => {
+                    otlp::start(id, oc, consumers, &metrics, stop_receivers.clone())
+                        .await
+                        .map_err(|source| StartError::Listen {
+                            what: format!("receiver {id}"),
+                            address: describe_endpoints(oc),
+                            source,
+                        })?
+                }
+                ReceiverConfig::DerivedMetrics(dc) => otlp::RunningReceiver {
+                    id: id.clone(),
+                    grpc_addr: None,
+                    http_addr: None,
+                    tasks: vec![crate::receiver::derived::start(
+                        id,
+                        dc,
+                        consumers.metrics,
+                        derived.clone(),
+                        &metrics,
+                        stop_receivers.clone(),
+                    )],
+                },
+            };
             receivers.insert(id.clone(), running);
         }
         health.set_receivers_listening();
         tracing::info!(admin = %admin_addr, "ragwatch is ready");
         Ok(Service {
             receivers,
+            exporter_addrs,
+            derived,
             admin_addr,
             metrics,
             health,
@@ -194,6 +243,16 @@ impl Service {
     /// Where a receiver's HTTP server listens.
     pub fn http_addr(&self, receiver: &str) -> Option<SocketAddr> {
         self.receivers.get(receiver).and_then(|r| r.http_addr)
+    }
+
+    /// Where an exporter that serves (prometheus) listens.
+    pub fn exporter_addr(&self, exporter: &str) -> Option<SocketAddr> {
+        self.exporter_addrs.get(exporter).copied()
+    }
+
+    /// The store of metrics derived from spans.
+    pub fn derived(&self) -> &Arc<DerivedMetrics> {
+        &self.derived
     }
 
     pub fn admin_addr(&self) -> SocketAddr {

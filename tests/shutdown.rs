@@ -143,11 +143,16 @@ service:
 /// 8888, logs each batch (debug exporter) and writes OTLP/JSON lines under ./ragwatch-data/.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_default_receives_logs_and_writes_a_file() {
-    if ["127.0.0.1:4317", "127.0.0.1:4318", "127.0.0.1:8888"]
-        .iter()
-        .any(|a| std::net::TcpListener::bind(a).is_err())
+    if [
+        "127.0.0.1:4317",
+        "127.0.0.1:4318",
+        "127.0.0.1:8888",
+        "127.0.0.1:9464",
+    ]
+    .iter()
+    .any(|a| std::net::TcpListener::bind(a).is_err())
     {
-        eprintln!("SKIPPED: the default ports 4317/4318/8888 are in use on this machine");
+        eprintln!("SKIPPED: the default ports 4317/4318/8888/9464 are in use on this machine");
         return;
     }
     ragwatch::service::install_crypto_provider(); // for the reqwest client here
@@ -188,5 +193,26 @@ async fn the_embedded_default_receives_logs_and_writes_a_file() {
         .expect("file exporter output");
     let got: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest =
         serde_json::from_str(written.lines().next().expect("a line")).expect("OTLP/JSON");
-    assert_eq!(ragwatch::signal::Batch::Traces(got), line.0);
+    // The same spans, enriched: every span has its original attributes first, then ours.
+    let ragwatch::signal::Batch::Traces(sent) = &line.0 else {
+        unreachable!()
+    };
+    let spans =
+        |r: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest| {
+            r.resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .flat_map(|ss| ss.spans.clone())
+                .collect::<Vec<_>>()
+        };
+    let (sent, got) = (spans(sent), spans(&got));
+    assert_eq!(sent.len(), got.len());
+    for (a, b) in sent.iter().zip(&got) {
+        assert_eq!(a.span_id, b.span_id);
+        assert_eq!(&b.attributes[..a.attributes.len()], &a.attributes[..]);
+    }
+    assert!(
+        got.iter()
+            .any(|s| s.attributes.iter().any(|kv| kv.key == "rag.cost.usd"))
+    );
 }

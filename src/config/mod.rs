@@ -20,8 +20,8 @@ use serde_json::Value;
 
 pub use problems::{ConfigError, Problem, Problems};
 pub use service::{
-    LogEncoding, PipelineConfig, ServiceConfig, TelemetryConfig, TelemetryLogsConfig,
-    TelemetryMetricsConfig,
+    DerivedMetricsLimits, LogEncoding, PipelineConfig, ServiceConfig, TelemetryConfig,
+    TelemetryLogsConfig, TelemetryMetricsConfig,
 };
 
 use crate::exporter::ExporterConfig;
@@ -165,7 +165,7 @@ fn build(root: Value, problems: &mut Problems) -> Option<Config> {
         e.validate(&format!("exporters.{id}"), problems);
     }
     service.validate("service", problems);
-    service.check_references(&declared, &processors, &exporters, problems);
+    service.check_references(&declared, &receivers, &processors, &exporters, problems);
     Some(Config {
         receivers,
         processors,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{Problems, Validate, duration};
 use crate::exporter::ExporterConfig;
 use crate::processor::ProcessorConfig;
+use crate::receiver::ReceiverConfig;
 use crate::signal::Signal;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,6 +22,39 @@ pub struct ServiceConfig {
     /// How long shutdown may take to drain pipelines and exporter queues (default 30s).
     #[serde(default = "default_shutdown_timeout", with = "duration")]
     pub shutdown_timeout: Duration,
+    /// Bounds of the metrics derived from spans.
+    #[serde(default)]
+    pub derived_metrics: DerivedMetricsLimits,
+}
+
+/// Bounds of the metrics derived from spans: cardinality and expiry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DerivedMetricsLimits {
+    /// Series per metric (default 2000); label sets beyond it are counted in one overflow series
+    /// labelled `otel_metric_overflow="true"`.
+    #[serde(default = "default_max_series")]
+    pub max_series_per_metric: usize,
+    /// A series not updated for this long is dropped (default 10m).
+    #[serde(default = "default_series_ttl", with = "duration")]
+    pub series_ttl: Duration,
+}
+
+impl Default for DerivedMetricsLimits {
+    fn default() -> Self {
+        DerivedMetricsLimits {
+            max_series_per_metric: default_max_series(),
+            series_ttl: default_series_ttl(),
+        }
+    }
+}
+
+fn default_max_series() -> usize {
+    2000
+}
+
+fn default_series_ttl() -> Duration {
+    Duration::from_secs(600)
 }
 
 fn default_shutdown_timeout() -> Duration {
@@ -116,6 +150,18 @@ pub enum LogEncoding {
 
 impl Validate for ServiceConfig {
     fn validate(&self, path: &str, problems: &mut Problems) {
+        if self.derived_metrics.max_series_per_metric == 0 {
+            problems.push(
+                &format!("{path}.derived_metrics.max_series_per_metric"),
+                "must be greater than zero",
+            );
+        }
+        if self.derived_metrics.series_ttl.is_zero() {
+            problems.push(
+                &format!("{path}.derived_metrics.series_ttl"),
+                "must be greater than zero",
+            );
+        }
         if self.shutdown_timeout.is_zero() {
             problems.push(
                 &format!("{path}.shutdown_timeout"),
@@ -184,6 +230,7 @@ impl ServiceConfig {
     pub(super) fn check_references(
         &self,
         declared: &super::Declared,
+        receivers: &BTreeMap<String, ReceiverConfig>,
         processors: &BTreeMap<String, ProcessorConfig>,
         exporters: &BTreeMap<String, ExporterConfig>,
         problems: &mut Problems,
@@ -192,11 +239,22 @@ impl ServiceConfig {
             let pp = format!("service.pipelines.{id}");
             let signal = PipelineConfig::signal_of(id);
             for (i, r) in p.receivers.iter().enumerate() {
-                if !declared.receivers.contains(r) {
-                    problems.push(
+                match receivers.get(r) {
+                    None if declared.receivers.contains(r) => {}
+                    None => problems.push(
                         &format!("{pp}.receivers.{i}"),
                         format!("receiver `{r}` is not defined under receivers"),
-                    );
+                    ),
+                    Some(rc) => {
+                        if let Some(s) = signal
+                            && !rc.supports(s)
+                        {
+                            problems.push(
+                                &format!("{pp}.receivers.{i}"),
+                                format!("receiver `{r}` does not produce {s}"),
+                            );
+                        }
+                    }
                 }
             }
             for (i, r) in p.processors.iter().enumerate() {

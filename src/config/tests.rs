@@ -82,7 +82,9 @@ service:
     assert_eq!(j.sending_queue.queue_size, 250);
     assert!(c.exporters.contains_key("otlp/tempo"));
     // Both protocols on by default when `otlp:` is empty.
-    let crate::receiver::ReceiverConfig::Otlp(r) = &c.receivers["otlp"];
+    let crate::receiver::ReceiverConfig::Otlp(r) = &c.receivers["otlp"] else {
+        panic!("otlp receiver");
+    };
     assert!(r.protocols.grpc.is_some() && r.protocols.http.is_some());
 }
 

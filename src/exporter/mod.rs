@@ -7,6 +7,7 @@ mod debug;
 mod file;
 mod otlp_grpc;
 mod otlp_http;
+mod prometheus;
 mod queue;
 mod tls;
 
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use debug::DebugExporterConfig;
 pub use file::FileExporterConfig;
+pub use prometheus::PrometheusExporterConfig;
 pub use queue::ExporterHandle;
 pub use tls::TlsClientConfig;
 
@@ -38,9 +40,10 @@ pub enum ExporterConfig {
     OtlpHttp(OtlpExporterConfig),
     File(FileExporterConfig),
     Debug(DebugExporterConfig),
+    Prometheus(PrometheusExporterConfig),
 }
 
-const KNOWN: &[&str] = &["otlp", "otlphttp", "file", "debug"];
+const KNOWN: &[&str] = &["otlp", "otlphttp", "file", "debug", "prometheus"];
 
 impl ExporterConfig {
     pub(crate) fn from_value(
@@ -54,6 +57,9 @@ impl ExporterConfig {
             "otlphttp" => deserialize_collecting(v, path, problems).map(ExporterConfig::OtlpHttp),
             "file" => deserialize_collecting(v, path, problems).map(ExporterConfig::File),
             "debug" => deserialize_collecting(v, path, problems).map(ExporterConfig::Debug),
+            "prometheus" => {
+                deserialize_collecting(v, path, problems).map(ExporterConfig::Prometheus)
+            }
             other => {
                 unknown_type("exporter", other, KNOWN, path, problems);
                 None
@@ -70,17 +76,21 @@ impl ExporterConfig {
         match self {
             ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => c.sending_queue.clone(),
             // Local sinks: one writer keeps lines whole and in order.
-            ExporterConfig::File(_) | ExporterConfig::Debug(_) => QueueConfig {
-                num_consumers: 1,
-                ..QueueConfig::default()
-            },
+            ExporterConfig::File(_) | ExporterConfig::Debug(_) | ExporterConfig::Prometheus(_) => {
+                QueueConfig {
+                    num_consumers: 1,
+                    ..QueueConfig::default()
+                }
+            }
         }
     }
 
     fn retry(&self) -> RetryConfig {
         match self {
             ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => c.retry_on_failure.clone(),
-            ExporterConfig::File(_) | ExporterConfig::Debug(_) => RetryConfig::default(),
+            ExporterConfig::File(_) | ExporterConfig::Debug(_) | ExporterConfig::Prometheus(_) => {
+                RetryConfig::default()
+            }
         }
     }
 }
@@ -116,6 +126,7 @@ impl Validate for ExporterConfig {
                 c.validate(path, problems);
             }
             ExporterConfig::File(c) => c.validate(path, problems),
+            ExporterConfig::Prometheus(c) => c.validate(path, problems),
             ExporterConfig::Debug(_) => {}
         }
     }
@@ -387,6 +398,7 @@ enum Transport {
     Http(otlp_http::HttpTransport),
     File(file::FileTransport),
     Debug(debug::DebugTransport),
+    Prometheus(prometheus::PrometheusTransport),
 }
 
 impl Transport {
@@ -396,6 +408,7 @@ impl Transport {
             Transport::Http(t) => t.send(p).await,
             Transport::File(t) => t.send(p),
             Transport::Debug(t) => t.send(p),
+            Transport::Prometheus(t) => t.send(p),
         }
     }
 }
@@ -404,14 +417,25 @@ impl Transport {
 pub struct RunningExporter {
     pub handle: ExporterHandle,
     pub tasks: Vec<JoinHandle<()>>,
+    /// Where it listens, for an exporter that serves (prometheus).
+    pub addr: Option<std::net::SocketAddr>,
 }
 
-/// Build and start one exporter. `hard_stop` fires when the shutdown grace period runs out.
+/// What starting an exporter may need from the running service.
+pub struct ExporterContext<'a> {
+    pub metrics: &'a SelfMetrics,
+    pub derived: &'a Arc<crate::derived::DerivedMetrics>,
+    /// Fires when the grace period has run out: stop retrying, count what is left as dropped.
+    pub hard_stop: CancellationToken,
+    /// Fires at the very end of shutdown: stop serving (prometheus).
+    pub stop_servers: CancellationToken,
+}
+
+/// Build and start one exporter.
 pub fn start(
     id: &str,
     config: &ExporterConfig,
-    metrics: &SelfMetrics,
-    hard_stop: CancellationToken,
+    ctx: &ExporterContext<'_>,
 ) -> Result<RunningExporter, StartError> {
     let err = |message: String| StartError::Exporter {
         id: id.to_string(),
@@ -424,15 +448,32 @@ pub fn start(
         }
         ExporterConfig::File(c) => Transport::File(file::FileTransport::new(c).map_err(err)?),
         ExporterConfig::Debug(c) => Transport::Debug(debug::DebugTransport::new(id, c)),
+        ExporterConfig::Prometheus(c) => Transport::Prometheus(
+            prometheus::PrometheusTransport::start(
+                id,
+                c,
+                ctx.derived.clone(),
+                ctx.stop_servers.clone(),
+            )
+            .map_err(err)?,
+        ),
     };
-    let counters = metrics.exporter(id);
+    let addr = match &transport {
+        Transport::Prometheus(t) => Some(t.addr),
+        _ => None,
+    };
+    let counters = ctx.metrics.exporter(id);
     let (handle, tasks) = queue::start(
         id,
         transport,
         config.queue(),
         config.retry(),
         counters,
-        hard_stop,
+        ctx.hard_stop.clone(),
     );
-    Ok(RunningExporter { handle, tasks })
+    Ok(RunningExporter {
+        handle,
+        tasks,
+        addr,
+    })
 }

@@ -3,6 +3,8 @@
 //! - [`aliases`]: every attribute spelling read, per library, mapped to canonical fields.
 //! - [`view`](mod@view): [`view()`] reads a span into a [`GenAiView`] (stage, model, tokens, TTFT,
 //!   documents, evaluations, ...) in one pass, borrowing from the span.
+//! - [`processor`]: the `genai` processor writing `rag.stage`, canonical attributes and cost on
+//!   spans, redacting content, and recording the derived metrics defined in [`metrics`].
 //! - [`prices`]: the price table (`config/prices.yaml`, compiled in, plus user entries) and
 //!   [`PriceTable::cost`].
 //!
@@ -15,7 +17,9 @@
 //! ```
 
 pub mod aliases;
+pub mod metrics;
 pub mod prices;
+pub mod processor;
 pub mod view;
 
 #[cfg(test)]
@@ -25,4 +29,5 @@ pub use prices::{
     Cost, CostOutcome, CostSource, PriceEntry, PriceError, PriceTable, PriceTier, SuppliedCost,
     Unpriced,
 };
+pub use processor::{GenAiConfig, GenAiProcessor};
 pub use view::{AliasSet, Document, Evaluation, GenAiView, Stage, Tokens, view};

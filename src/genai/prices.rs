@@ -20,7 +20,7 @@
 
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::aliases;
 use super::view::{GenAiView, Tokens};
@@ -29,7 +29,7 @@ use super::view::{GenAiView, Tokens};
 pub const BUILTIN_PRICES_YAML: &str = include_str!("../../config/prices.yaml");
 
 /// One price entry. Prices are USD per 1 million tokens; `per_request` is USD per call.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriceEntry {
     /// A unique id, e.g. `openai/gpt-4o`; a user entry with a built-in's id replaces it.
@@ -74,7 +74,7 @@ pub struct PriceEntry {
 
 /// Prices for requests whose input tokens (cached ones included) exceed `above_input_tokens`;
 /// they apply to the whole request.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriceTier {
     /// The threshold: the tier applies when input tokens > this.
@@ -203,7 +203,7 @@ pub fn parse_entries(yaml: &str) -> Result<Vec<PriceEntry>, PriceError> {
 }
 
 /// Whether a cost the span supplied is used.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SuppliedCost {
     /// Use the span's own cost when it has one (OpenLIT `gen_ai.usage.cost`, OpenInference

@@ -37,9 +37,17 @@ pub trait Processor: Send {
 #[serde(untagged)]
 pub enum ProcessorConfig {
     Batch(batch::BatchConfig),
+    Genai(crate::genai::GenAiConfig),
 }
 
-const KNOWN: &[&str] = &["batch"];
+const KNOWN: &[&str] = &["batch", "genai"];
+
+/// What building a processor may need from the running service.
+#[derive(Clone)]
+pub struct BuildContext {
+    /// The store of metrics derived from spans.
+    pub derived: std::sync::Arc<crate::derived::DerivedMetrics>,
+}
 
 impl ProcessorConfig {
     pub(crate) fn from_value(
@@ -50,6 +58,7 @@ impl ProcessorConfig {
     ) -> Option<Self> {
         match ty {
             "batch" => deserialize_collecting(v, path, problems).map(ProcessorConfig::Batch),
+            "genai" => deserialize_collecting(v, path, problems).map(ProcessorConfig::Genai),
             other => {
                 unknown_type("processor", other, KNOWN, path, problems);
                 None
@@ -60,15 +69,19 @@ impl ProcessorConfig {
     /// Whether this processor handles `signal`.
     pub fn supports(&self, _signal: Signal) -> bool {
         match self {
-            ProcessorConfig::Batch(_) => true,
+            ProcessorConfig::Batch(_) | ProcessorConfig::Genai(_) => true,
         }
     }
 
     /// Build the runtime stage for one pipeline.
-    pub fn build(&self) -> Box<dyn Processor> {
-        match self {
+    pub fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Processor>, String> {
+        Ok(match self {
             ProcessorConfig::Batch(c) => Box::new(batch::BatchProcessor::new(c.clone())),
-        }
+            ProcessorConfig::Genai(c) => Box::new(crate::genai::GenAiProcessor::new(
+                c.clone(),
+                ctx.derived.clone(),
+            )?),
+        })
     }
 }
 
@@ -76,6 +89,7 @@ impl Validate for ProcessorConfig {
     fn validate(&self, path: &str, problems: &mut Problems) {
         match self {
             ProcessorConfig::Batch(c) => c.validate(path, problems),
+            ProcessorConfig::Genai(c) => c.validate(path, problems),
         }
     }
 }

@@ -1,0 +1,485 @@
+//! A store of metrics derived from spans: counters, gauges and histograms keyed by label values,
+//! with a series limit per metric (an overflow series beyond it) and expiry of idle series.
+//! Served as Prometheus text and converted to OTLP (cumulative temporality).
+//!
+//! One mutex per metric, never a global lock; a lookup of an existing series does not allocate.
+
+use std::hash::{Hash, Hasher};
+
+use hashbrown::{Equivalent, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, Sum,
+    metric::Data, number_data_point,
+};
+
+/// What a metric is.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram { buckets: &'static [f64] },
+}
+
+/// A metric's static definition.
+#[derive(Debug)]
+pub struct MetricDef {
+    /// The OTLP name, e.g. `gen_ai.client.operation.duration`.
+    pub otel_name: &'static str,
+    /// The Prometheus name; counters without `_total`, which the encoder adds.
+    pub prom_name: &'static str,
+    pub help: &'static str,
+    /// UCUM unit for OTLP.
+    pub unit: &'static str,
+    pub kind: Kind,
+    /// Attribute keys; the Prometheus label is the key with every other character than
+    /// `[a-zA-Z0-9_]` replaced by `_`.
+    pub labels: &'static [&'static str],
+}
+
+/// Bounds of the store.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_series_per_metric: usize,
+    pub series_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_series_per_metric: 2000,
+            series_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Series {
+    created: Instant,
+    updated: Instant,
+    /// Counter total or gauge value; histogram sum.
+    value: f64,
+    count: u64,
+    buckets: Vec<u64>,
+}
+
+impl Series {
+    fn new(now: Instant, buckets: usize) -> Series {
+        Series {
+            created: now,
+            updated: now,
+            value: 0.0,
+            count: 0,
+            buckets: vec![0; buckets],
+        }
+    }
+}
+
+/// A series' label values. Hashes exactly as [`Values`] does, so a lookup by borrowed values
+/// finds it without allocating.
+#[derive(PartialEq, Eq)]
+struct Key(Box<[Box<str>]>);
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_usize(self.0.len());
+        for v in self.0.iter() {
+            h.write(v.as_bytes());
+            h.write_u8(0xff);
+        }
+    }
+}
+
+struct Values<'a>(&'a [&'a str]);
+
+impl Hash for Values<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_usize(self.0.len());
+        for v in self.0 {
+            h.write(v.as_bytes());
+            h.write_u8(0xff);
+        }
+    }
+}
+
+impl Equivalent<Key> for Values<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        key.0.len() == self.0.len() && key.0.iter().zip(self.0).all(|(a, b)| &**a == *b)
+    }
+}
+
+#[derive(Default)]
+struct Table {
+    by_labels: HashMap<Key, Series>,
+    overflow: Option<Series>,
+}
+
+struct MetricState {
+    def: &'static MetricDef,
+    table: Mutex<Table>,
+    overflowed: AtomicU64,
+}
+
+/// The store. Share it with `Arc`.
+pub struct DerivedMetrics {
+    metrics: Vec<MetricState>,
+    limits: Limits,
+    anchor: (Instant, SystemTime),
+    misuse: AtomicU64,
+}
+
+impl DerivedMetrics {
+    pub fn new(defs: &'static [MetricDef], limits: Limits) -> DerivedMetrics {
+        DerivedMetrics {
+            metrics: defs
+                .iter()
+                .map(|def| MetricState {
+                    def,
+                    table: Mutex::new(Table::default()),
+                    overflowed: AtomicU64::new(0),
+                })
+                .collect(),
+            limits,
+            anchor: (Instant::now(), SystemTime::now()),
+            misuse: AtomicU64::new(0),
+        }
+    }
+
+    fn update(&self, metric: usize, values: &[&str], now: Instant, f: impl FnOnce(&mut Series)) {
+        let Some(m) = self.metrics.get(metric) else {
+            self.misuse.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if values.len() != m.def.labels.len() {
+            self.misuse.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let nb = match m.def.kind {
+            Kind::Histogram { buckets } => buckets.len() + 1,
+            _ => 0,
+        };
+        let Ok(mut t) = m.table.lock() else { return };
+        let t = &mut *t;
+        if let Some(s) = t.by_labels.get_mut(&Values(values)) {
+            s.updated = now;
+            f(s);
+            return;
+        }
+        if t.by_labels.len() < self.limits.max_series_per_metric {
+            let key = Key(values.iter().map(|v| Box::<str>::from(*v)).collect());
+            let s = t
+                .by_labels
+                .entry(key)
+                .or_insert_with(|| Series::new(now, nb));
+            f(s);
+            return;
+        }
+        m.overflowed.fetch_add(1, Ordering::Relaxed);
+        let s = t.overflow.get_or_insert_with(|| Series::new(now, nb));
+        s.updated = now;
+        f(s);
+    }
+
+    /// Add to a counter (negative or NaN deltas are ignored).
+    pub fn add(&self, metric: usize, values: &[&str], delta: f64, now: Instant) {
+        if delta.is_nan() || delta < 0.0 || delta.is_infinite() {
+            self.misuse.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.update(metric, values, now, |s| {
+            s.value += delta;
+            s.count += 1;
+        });
+    }
+
+    /// Set a gauge.
+    pub fn set(&self, metric: usize, values: &[&str], value: f64, now: Instant) {
+        if value.is_nan() {
+            return;
+        }
+        self.update(metric, values, now, |s| {
+            s.value = value;
+            s.count += 1;
+        });
+    }
+
+    /// Observe a histogram value (a value equal to a bound falls into that bound's bucket).
+    pub fn observe(&self, metric: usize, values: &[&str], value: f64, now: Instant) {
+        if value.is_nan() {
+            self.misuse.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let bounds = match self.metrics.get(metric).map(|m| m.def.kind) {
+            Some(Kind::Histogram { buckets }) => buckets,
+            _ => {
+                self.misuse.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let i = bounds.partition_point(|b| *b < value);
+        self.update(metric, values, now, |s| {
+            s.value += value;
+            s.count += 1;
+            if let Some(b) = s.buckets.get_mut(i) {
+                *b += 1;
+            }
+        });
+    }
+
+    /// Drop series not updated for `series_ttl`.
+    pub fn expire(&self, now: Instant) {
+        let ttl = self.limits.series_ttl;
+        for m in &self.metrics {
+            if let Ok(mut t) = m.table.lock() {
+                t.by_labels
+                    .retain(|_, s| now.saturating_duration_since(s.updated) < ttl);
+                if t.overflow
+                    .as_ref()
+                    .is_some_and(|s| now.saturating_duration_since(s.updated) >= ttl)
+                {
+                    t.overflow = None;
+                }
+            }
+        }
+    }
+
+    /// Series of one metric, the overflow series included.
+    pub fn series(&self, metric: usize) -> usize {
+        self.metrics
+            .get(metric)
+            .and_then(|m| {
+                m.table
+                    .lock()
+                    .ok()
+                    .map(|t| t.by_labels.len() + usize::from(t.overflow.is_some()))
+            })
+            .unwrap_or(0)
+    }
+
+    /// Updates that went to the overflow series of one metric.
+    pub fn overflowed(&self, metric: usize) -> u64 {
+        self.metrics
+            .get(metric)
+            .map_or(0, |m| m.overflowed.load(Ordering::Relaxed))
+    }
+
+    /// Calls with a wrong label count, an unknown metric, or a negative / NaN value.
+    pub fn misuse(&self) -> u64 {
+        self.misuse.load(Ordering::Relaxed)
+    }
+
+    /// A sorted copy of one metric's series: (label values, series); the overflow series last
+    /// with no values.
+    fn snapshot(&self, m: &MetricState) -> Vec<(Option<Vec<String>>, Series)> {
+        let Ok(t) = m.table.lock() else {
+            return Vec::new();
+        };
+        let mut v: Vec<(Option<Vec<String>>, Series)> = t
+            .by_labels
+            .iter()
+            .map(|(k, s)| (Some(k.0.iter().map(|x| x.to_string()).collect()), s.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(o) = &t.overflow {
+            v.push((None, o.clone()));
+        }
+        v
+    }
+
+    /// The Prometheus text exposition format (0.0.4). A metric with no series is left out.
+    pub fn encode_prometheus(&self, out: &mut String) {
+        use std::fmt::Write;
+        for m in &self.metrics {
+            let series = self.snapshot(m);
+            if series.is_empty() {
+                continue;
+            }
+            let d = m.def;
+            let (ty, name) = match d.kind {
+                Kind::Counter => ("counter", format!("{}_total", d.prom_name)),
+                Kind::Gauge => ("gauge", d.prom_name.to_string()),
+                Kind::Histogram { .. } => ("histogram", d.prom_name.to_string()),
+            };
+            let _ = writeln!(out, "# HELP {} {}", d.prom_name, escape_help(d.help));
+            let _ = writeln!(out, "# TYPE {} {}", d.prom_name, ty);
+            for (values, s) in &series {
+                let labels = label_text(d.labels, values.as_deref());
+                match d.kind {
+                    Kind::Counter | Kind::Gauge => {
+                        let _ = writeln!(out, "{name}{} {}", braces(&labels), num(s.value));
+                    }
+                    Kind::Histogram { buckets } => {
+                        let mut cum = 0u64;
+                        for (i, b) in buckets.iter().enumerate() {
+                            cum += s.buckets.get(i).copied().unwrap_or(0);
+                            let l = join(&labels, &format!("le=\"{}\"", num(*b)));
+                            let _ = writeln!(out, "{name}_bucket{{{l}}} {cum}");
+                        }
+                        let l = join(&labels, "le=\"+Inf\"");
+                        let _ = writeln!(out, "{name}_bucket{{{l}}} {}", s.count);
+                        let _ = writeln!(out, "{name}_sum{} {}", braces(&labels), num(s.value));
+                        let _ = writeln!(out, "{name}_count{} {}", braces(&labels), s.count);
+                    }
+                }
+            }
+        }
+    }
+
+    fn unix_nanos(&self, t: Instant) -> u64 {
+        let (i0, s0) = self.anchor;
+        let st = if t >= i0 {
+            s0 + (t - i0)
+        } else {
+            s0 - (i0 - t)
+        };
+        st.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    }
+
+    /// Every metric with series as OTLP, cumulative; `now_unix_nanos` is the data points' time.
+    pub fn to_otlp(&self, now_unix_nanos: u64) -> Vec<Metric> {
+        let mut out = Vec::new();
+        for m in &self.metrics {
+            let series = self.snapshot(m);
+            if series.is_empty() {
+                continue;
+            }
+            let d = m.def;
+            let attrs = |values: &Option<Vec<String>>| -> Vec<KeyValue> {
+                match values {
+                    Some(v) => d
+                        .labels
+                        .iter()
+                        .zip(v)
+                        .map(|(k, v)| KeyValue {
+                            key: k.to_string(),
+                            value: Some(AnyValue {
+                                value: Some(Value::StringValue(v.clone())),
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    None => vec![KeyValue {
+                        key: "otel.metric.overflow".into(),
+                        value: Some(AnyValue {
+                            value: Some(Value::BoolValue(true)),
+                        }),
+                        ..Default::default()
+                    }],
+                }
+            };
+            let data = match d.kind {
+                Kind::Counter | Kind::Gauge => {
+                    let points = series
+                        .iter()
+                        .map(|(v, s)| NumberDataPoint {
+                            attributes: attrs(v),
+                            start_time_unix_nano: self.unix_nanos(s.created),
+                            time_unix_nano: now_unix_nanos,
+                            value: Some(number_data_point::Value::AsDouble(s.value)),
+                            ..Default::default()
+                        })
+                        .collect();
+                    if matches!(d.kind, Kind::Counter) {
+                        Data::Sum(Sum {
+                            data_points: points,
+                            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                            is_monotonic: true,
+                        })
+                    } else {
+                        Data::Gauge(Gauge {
+                            data_points: points,
+                        })
+                    }
+                }
+                Kind::Histogram { buckets } => Data::Histogram(Histogram {
+                    data_points: series
+                        .iter()
+                        .map(|(v, s)| HistogramDataPoint {
+                            attributes: attrs(v),
+                            start_time_unix_nano: self.unix_nanos(s.created),
+                            time_unix_nano: now_unix_nanos,
+                            count: s.count,
+                            sum: Some(s.value),
+                            bucket_counts: s.buckets.clone(),
+                            explicit_bounds: buckets.to_vec(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                }),
+            };
+            out.push(Metric {
+                name: d.otel_name.to_string(),
+                description: d.help.to_string(),
+                unit: d.unit.to_string(),
+                data: Some(data),
+                ..Default::default()
+            });
+        }
+        out
+    }
+}
+
+fn prom_label(key: &str) -> String {
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn escape_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn label_text(keys: &[&str], values: Option<&[String]>) -> String {
+    match values {
+        None => "otel_metric_overflow=\"true\"".to_string(),
+        Some(v) => keys
+            .iter()
+            .zip(v)
+            .map(|(k, v)| format!("{}=\"{}\"", prom_label(k), escape_value(v)))
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+fn braces(labels: &str) -> String {
+    if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    }
+}
+
+fn join(labels: &str, extra: &str) -> String {
+    if labels.is_empty() {
+        extra.to_string()
+    } else {
+        format!("{labels},{extra}")
+    }
+}
+
+/// Integers without a fraction, other values in Rust's shortest round-trip form.
+fn num(v: f64) -> String {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
