@@ -304,8 +304,9 @@ impl DerivedMetrics {
                 Kind::Gauge => ("gauge", d.prom_name.to_string()),
                 Kind::Histogram { .. } => ("histogram", d.prom_name.to_string()),
             };
-            let _ = writeln!(out, "# HELP {} {}", d.prom_name, escape_help(d.help));
-            let _ = writeln!(out, "# TYPE {} {}", d.prom_name, ty);
+            // In text format 0.0.4 a counter's HELP and TYPE name it with its `_total`.
+            let _ = writeln!(out, "# HELP {name} {}", escape_help(d.help));
+            let _ = writeln!(out, "# TYPE {name} {ty}");
             for (values, s) in &series {
                 let labels = label_text(d.labels, values.as_deref());
                 match d.kind {
@@ -483,3 +484,6 @@ fn num(v: f64) -> String {
         format!("{v}")
     }
 }
+
+#[cfg(test)]
+mod tests;
