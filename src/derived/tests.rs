@@ -19,7 +19,9 @@ static DEFS: &[MetricDef] = &[
         prom_name: "test_latency_seconds",
         help: "latency",
         unit: "s",
-        kind: Kind::Histogram { buckets: &[0.1, 0.5, 1.0] },
+        kind: Kind::Histogram {
+            buckets: &[0.1, 0.5, 1.0],
+        },
         labels: &["service.name"],
     },
     MetricDef {
@@ -73,7 +75,9 @@ fn counters_histograms_and_gauges_parse_with_hand_computed_values() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        find("test_calls_total", Some(("model", "gpt-4o"))).labels.get("service_name"),
+        find("test_calls_total", Some(("model", "gpt-4o")))
+            .labels
+            .get("service_name"),
         Some("svc")
     );
     // The parser keeps label values as written: backslash, quote and newline escaped.
@@ -84,12 +88,21 @@ fn counters_histograms_and_gauges_parse_with_hand_computed_values() {
     match &find("test_latency_seconds", None).value {
         PValue::Histogram(buckets) => {
             let counts: Vec<(f64, f64)> = buckets.iter().map(|b| (b.less_than, b.count)).collect();
-            assert_eq!(counts, vec![(0.1, 2.0), (0.5, 3.0), (1.0, 4.0), (f64::INFINITY, 5.0)]);
+            assert_eq!(
+                counts,
+                vec![(0.1, 2.0), (0.5, 3.0), (1.0, 4.0), (f64::INFINITY, 5.0)]
+            );
         }
         other => panic!("{other:?}"),
     }
-    assert!(text.contains("test_latency_seconds_sum{service_name=\"svc\"} 8.45"), "{text}");
-    assert!(text.contains("test_latency_seconds_count{service_name=\"svc\"} 5"), "{text}");
+    assert!(
+        text.contains("test_latency_seconds_sum{service_name=\"svc\"} 8.45"),
+        "{text}"
+    );
+    assert!(
+        text.contains("test_latency_seconds_count{service_name=\"svc\"} 5"),
+        "{text}"
+    );
     match &find("test_level", None).value {
         PValue::Gauge(v) => assert_eq!(*v, 0.25),
         other => panic!("{other:?}"),
@@ -130,7 +143,10 @@ fn idle_series_expire_and_restart_from_zero() {
     d.add(0, &["svc", "a"], 2.0, t0 + Duration::from_secs(61));
     let mut text = String::new();
     d.encode_prometheus(&mut text);
-    assert!(text.contains("test_calls_total{service_name=\"svc\",model=\"a\"} 2\n"), "{text}");
+    assert!(
+        text.contains("test_calls_total{service_name=\"svc\",model=\"a\"} 2\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -143,13 +159,23 @@ fn otlp_has_cumulative_sums_and_histograms_with_bounds() {
     let metrics = d.to_otlp(123);
     assert_eq!(metrics.len(), 2, "the gauge has no series and is left out");
     assert_eq!(metrics[0].name, "test.calls");
-    let Some(Data::Sum(sum)) = &metrics[0].data else { panic!() };
+    let Some(Data::Sum(sum)) = &metrics[0].data else {
+        panic!()
+    };
     assert!(sum.is_monotonic);
-    assert_eq!(sum.aggregation_temporality, AggregationTemporality::Cumulative as i32);
+    assert_eq!(
+        sum.aggregation_temporality,
+        AggregationTemporality::Cumulative as i32
+    );
     assert_eq!(sum.data_points[0].time_unix_nano, 123);
     assert!(sum.data_points[0].start_time_unix_nano > 0);
-    assert_eq!(sum.data_points[0].value, Some(number_data_point::Value::AsDouble(3.0)));
-    let Some(Data::Histogram(h)) = &metrics[1].data else { panic!() };
+    assert_eq!(
+        sum.data_points[0].value,
+        Some(number_data_point::Value::AsDouble(3.0))
+    );
+    let Some(Data::Histogram(h)) = &metrics[1].data else {
+        panic!()
+    };
     let p = &h.data_points[0];
     assert_eq!(p.explicit_bounds, vec![0.1, 0.5, 1.0]);
     assert_eq!(p.bucket_counts, vec![0, 1, 0, 1]);
