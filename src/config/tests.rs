@@ -179,3 +179,37 @@ service:
     // The printed config is itself a valid config.
     Config::from_yaml_with_env(&yaml, "printed", &|_| None).expect("printed config parses");
 }
+
+#[test]
+fn bad_price_entries_and_misused_receivers_are_reported() {
+    let p = problems(
+        r#"
+receivers:
+  otlp:
+  derived_metrics:
+processors:
+  genai:
+    prices:
+      - id: bad
+        model: gpt-4o
+        input: -1.0
+        output: 1.0
+exporters:
+  debug:
+service:
+  pipelines:
+    traces: { receivers: [otlp, derived_metrics], processors: [genai], exporters: [debug] }
+"#,
+    );
+    assert!(
+        p.iter()
+            .any(|l| l.starts_with("processors.genai.prices.0:")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|l| l.starts_with(
+            "service.pipelines.traces.receivers.1: receiver `derived_metrics` does not produce traces"
+        )),
+        "{p:?}"
+    );
+}

@@ -309,3 +309,66 @@ fn a_hundred_thousand_model_names_stay_within_the_cardinality_limit() {
         "overflow series"
     );
 }
+
+#[test]
+fn redaction_covers_genai_log_events_and_leaves_other_logs_alone() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    let (mut p, _) = processor(GenAiConfig {
+        redact_content: true,
+        ..GenAiConfig::default()
+    });
+    let body = |t: &str| {
+        Some(AnyValue {
+            value: Some(Value::StringValue(t.into())),
+        })
+    };
+    let records = vec![
+        LogRecord {
+            event_name: "gen_ai.user.message".into(),
+            body: body("What is RAG?"),
+            ..Default::default()
+        },
+        LogRecord {
+            attributes: vec![
+                s("event.name", "gen_ai.choice"),
+                s("gen_ai.output.messages", "An answer"),
+            ],
+            body: body("An answer"),
+            ..Default::default()
+        },
+        LogRecord {
+            body: body("GET /healthz 200"),
+            ..Default::default()
+        },
+    ];
+    let batch = Batch::Logs(ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    });
+    let mut out = Vec::new();
+    p.on_input(batch, Instant::now(), &mut out);
+    let Batch::Logs(r) = &out[0] else {
+        panic!("logs stay logs")
+    };
+    let recs = &r.resource_logs[0].scope_logs[0].log_records;
+    let body_of = |l: &LogRecord| match l.body.as_ref().and_then(|b| b.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(body_of(&recs[0]), "[redacted: 12 chars]");
+    assert_eq!(body_of(&recs[1]), "[redacted: 9 chars]");
+    assert_eq!(
+        recs[1].attributes[1]
+            .value
+            .as_ref()
+            .and_then(|v| v.value.as_ref()),
+        Some(&Value::StringValue("[redacted: 9 chars]".into()))
+    );
+    assert_eq!(body_of(&recs[2]), "GET /healthz 200");
+}
