@@ -44,6 +44,12 @@ pub mod metrics {
     pub const PIPELINE_QUEUE_CAPACITY: &str = "ragwatch_pipeline_queue_capacity";
     /// Items a pipeline had to drop (only when the shutdown grace period runs out).
     pub const PIPELINE_DROPPED_ITEMS: &str = "ragwatch_pipeline_dropped_items";
+    /// Traces held by trace assembly.
+    pub const TRACES_IN_FLIGHT: &str = "ragwatch_traces_in_flight";
+    /// Traces flushed early (as partial) because max_traces was reached.
+    pub const TRACE_EVICTIONS: &str = "ragwatch_trace_evictions";
+    /// Spans that arrived after their trace was flushed (exported at once).
+    pub const TRACE_LATE_SPANS: &str = "ragwatch_trace_late_spans";
 }
 
 /// Metrics derived from spans (the `genai` processor), served by the `prometheus` exporter and
@@ -109,4 +115,15 @@ pub mod attrs {
     pub const GEN_AI_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
     pub const GEN_AI_PROVIDER_NAME: &str = "gen_ai.provider.name";
     pub const GEN_AI_REQUEST_MODEL: &str = "gen_ai.request.model";
+
+    /// Whole-trace analysis (`trace_assembly`): false on the topmost spans of a trace whose root
+    /// never came, true on the root of a complete trace.
+    pub const TRACE_COMPLETE: &str = "rag.trace.complete";
+    /// On the root span: the trace's duration (ms), span count, and the cost and tokens of its
+    /// model calls.
+    pub const TRACE_DURATION_MS: &str = "rag.trace.duration_ms";
+    pub const TRACE_SPAN_COUNT: &str = "rag.trace.span_count";
+    pub const TRACE_COST_USD: &str = "rag.trace.cost.usd";
+    pub const TRACE_TOKENS_INPUT: &str = "rag.trace.tokens.input";
+    pub const TRACE_TOKENS_OUTPUT: &str = "rag.trace.tokens.output";
 }

@@ -104,6 +104,7 @@ impl Service {
         };
         let pctx = BuildContext {
             derived: derived.clone(),
+            self_metrics: metrics.clone(),
         };
 
         // Exporters first, only those some pipeline uses.

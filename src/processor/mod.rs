@@ -38,15 +38,18 @@ pub trait Processor: Send {
 pub enum ProcessorConfig {
     Batch(batch::BatchConfig),
     Genai(crate::genai::GenAiConfig),
+    TraceAssembly(crate::analysis::TraceAssemblyConfig),
 }
 
-const KNOWN: &[&str] = &["batch", "genai"];
+const KNOWN: &[&str] = &["batch", "genai", "trace_assembly"];
 
 /// What building a processor may need from the running service.
 #[derive(Clone)]
 pub struct BuildContext {
     /// The store of metrics derived from spans.
     pub derived: std::sync::Arc<crate::derived::DerivedMetrics>,
+    /// ragwatch's own metrics.
+    pub self_metrics: std::sync::Arc<crate::telemetry::SelfMetrics>,
 }
 
 impl ProcessorConfig {
@@ -59,6 +62,9 @@ impl ProcessorConfig {
         match ty {
             "batch" => deserialize_collecting(v, path, problems).map(ProcessorConfig::Batch),
             "genai" => deserialize_collecting(v, path, problems).map(ProcessorConfig::Genai),
+            "trace_assembly" => {
+                deserialize_collecting(v, path, problems).map(ProcessorConfig::TraceAssembly)
+            }
             other => {
                 unknown_type("processor", other, KNOWN, path, problems);
                 None
@@ -67,9 +73,10 @@ impl ProcessorConfig {
     }
 
     /// Whether this processor handles `signal`.
-    pub fn supports(&self, _signal: Signal) -> bool {
+    pub fn supports(&self, signal: Signal) -> bool {
         match self {
             ProcessorConfig::Batch(_) | ProcessorConfig::Genai(_) => true,
+            ProcessorConfig::TraceAssembly(_) => signal == Signal::Traces,
         }
     }
 
@@ -81,6 +88,11 @@ impl ProcessorConfig {
                 c.clone(),
                 ctx.derived.clone(),
             )?),
+            ProcessorConfig::TraceAssembly(c) => Box::new(crate::analysis::TraceAssembly::new(
+                c.clone(),
+                vec![Box::new(crate::analysis::TraceSummary)],
+                ctx.self_metrics.assembly(),
+            )),
         })
     }
 }
@@ -90,6 +102,7 @@ impl Validate for ProcessorConfig {
         match self {
             ProcessorConfig::Batch(c) => c.validate(path, problems),
             ProcessorConfig::Genai(c) => c.validate(path, problems),
+            ProcessorConfig::TraceAssembly(c) => c.validate(path, problems),
         }
     }
 }

@@ -63,6 +63,7 @@ pub struct SelfMetrics {
     pipeline_queue_items: Family<PipelineLabels, Gauge>,
     pipeline_queue_capacity: Family<PipelineLabels, Gauge>,
     pipeline_dropped: Family<PipelineLabels, Counter>,
+    assembly: crate::analysis::assembly::AssemblyCounters,
 }
 
 fn per_signal<L>(reg: &mut Registry, names: [&str; 3], help: &str) -> PerSignal<L>
@@ -138,6 +139,7 @@ impl SelfMetrics {
             pipeline_queue_items: Default::default(),
             pipeline_queue_capacity: Default::default(),
             pipeline_dropped: Default::default(),
+            assembly: Default::default(),
             registry: Mutex::new(Registry::default()),
         };
         r.register(
@@ -179,6 +181,21 @@ impl SelfMetrics {
             m::PIPELINE_DROPPED_ITEMS,
             "Items a pipeline dropped when the shutdown grace period ran out",
             s.pipeline_dropped.clone(),
+        );
+        r.register(
+            m::TRACES_IN_FLIGHT,
+            "Traces held by trace assembly",
+            s.assembly.in_flight.clone(),
+        );
+        r.register(
+            m::TRACE_EVICTIONS,
+            "Traces flushed early as partial because max_traces was reached",
+            s.assembly.evictions.clone(),
+        );
+        r.register(
+            m::TRACE_LATE_SPANS,
+            "Spans that arrived after their trace was flushed, exported at once",
+            s.assembly.late_spans.clone(),
         );
         if let Ok(mut reg) = s.registry.lock() {
             *reg = r;
@@ -247,6 +264,11 @@ impl SelfMetrics {
             queue_capacity: self.exporter_queue_capacity.get_or_create(&l).clone(),
             retries: self.exporter_retries.get_or_create(&l).clone(),
         }
+    }
+
+    /// The trace assembler's counters (one set per service).
+    pub fn assembly(&self) -> crate::analysis::assembly::AssemblyCounters {
+        self.assembly.clone()
     }
 
     pub fn pipeline(&self, pipeline: &str) -> PipelineCounters {

@@ -1,0 +1,482 @@
+//! The `trace_assembly` processor (mode `hold`): spans wait, grouped by trace id, until the
+//! trace's root has arrived and `wait_after_root` has passed, or `max_trace_age` after the first
+//! span; then the whole trace is analyzed and exported together. Bounded: at most `max_traces`
+//! traces and `max_spans_per_trace` spans each; what does not fit is analyzed as partial and
+//! exported, never dropped. A span of a trace already flushed is exported at once and counted.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Problems, Validate, duration};
+use crate::processor::Processor;
+use crate::signal::Batch;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceAssemblyConfig {
+    /// `hold` (default): export each trace whole, after analysis.
+    #[serde(default)]
+    pub mode: Mode,
+    /// How long to wait for late children after the root span arrived (default 2s).
+    #[serde(default = "default_wait_after_root", with = "duration")]
+    pub wait_after_root: Duration,
+    /// The longest a trace is held, from its first span (default 30s).
+    #[serde(default = "default_max_trace_age", with = "duration")]
+    pub max_trace_age: Duration,
+    /// Traces held at once (default 100,000); past it the oldest is flushed as partial.
+    #[serde(default = "default_max_traces")]
+    pub max_traces: usize,
+    /// Spans held per trace (default 10,000); past it the trace is flushed as partial.
+    #[serde(default = "default_max_spans")]
+    pub max_spans_per_trace: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Hold,
+}
+
+fn default_wait_after_root() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_max_trace_age() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_traces() -> usize {
+    100_000
+}
+fn default_max_spans() -> usize {
+    10_000
+}
+
+impl Default for TraceAssemblyConfig {
+    fn default() -> Self {
+        TraceAssemblyConfig {
+            mode: Mode::Hold,
+            wait_after_root: default_wait_after_root(),
+            max_trace_age: default_max_trace_age(),
+            max_traces: default_max_traces(),
+            max_spans_per_trace: default_max_spans(),
+        }
+    }
+}
+
+impl Validate for TraceAssemblyConfig {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        if self.max_trace_age.is_zero() {
+            problems.push(
+                &format!("{path}.max_trace_age"),
+                "must be greater than zero",
+            );
+        }
+        if self.wait_after_root > self.max_trace_age {
+            problems.push(
+                &format!("{path}.wait_after_root"),
+                "must not exceed max_trace_age",
+            );
+        }
+        if self.max_traces == 0 {
+            problems.push(&format!("{path}.max_traces"), "must be greater than zero");
+        }
+        if self.max_spans_per_trace == 0 {
+            problems.push(
+                &format!("{path}.max_spans_per_trace"),
+                "must be greater than zero",
+            );
+        }
+    }
+}
+
+/// The resource (or scope) a span came with, shared by every span of one request.
+type Origin<T> = Arc<(Option<T>, String)>;
+
+struct HeldSpan {
+    resource: Origin<Resource>,
+    scope: Origin<InstrumentationScope>,
+    span: Span,
+}
+
+/// One trace as it is flushed: its spans with their resource and scope.
+pub struct AssembledTrace {
+    pub trace_id: [u8; 16],
+    pub spans: Vec<Span>,
+    /// Per span: index into `origins`.
+    origin: Vec<usize>,
+    origins: Vec<(Origin<Resource>, Origin<InstrumentationScope>)>,
+    /// Whether the root span (a span without a parent) is present.
+    pub has_root: bool,
+    /// Why it was flushed.
+    pub reason: FlushReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushReason {
+    /// The root arrived and `wait_after_root` passed.
+    Complete,
+    /// `max_trace_age` passed.
+    Age,
+    /// `max_traces` was reached and this was the oldest.
+    Evicted,
+    /// `max_spans_per_trace` was reached.
+    TooManySpans,
+    /// ragwatch is shutting down.
+    Shutdown,
+}
+
+impl AssembledTrace {
+    /// The service.name of span `i`'s resource.
+    pub fn service(&self, i: usize) -> Option<&str> {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        let (res, _) = self.origins.get(*self.origin.get(i)?)?;
+        res.0
+            .as_ref()?
+            .attributes
+            .iter()
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                Value::StringValue(s) => Some(s.as_str()),
+                _ => None,
+            })
+    }
+}
+
+/// Analysis of a whole trace, run at flush time; writes onto the trace's spans.
+pub trait TraceAnalyzer: Send {
+    fn analyze(&mut self, trace: &mut AssembledTrace, now: Instant);
+}
+
+struct Held {
+    first_seen: Instant,
+    deadline: Instant,
+    has_root: bool,
+    spans: Vec<HeldSpan>,
+}
+
+/// Self-metrics of the assembler.
+#[derive(Clone, Default)]
+pub struct AssemblyCounters {
+    pub in_flight: Gauge,
+    pub evictions: Counter,
+    pub late_spans: Counter,
+}
+
+pub struct TraceAssembly {
+    config: TraceAssemblyConfig,
+    traces: HashMap<[u8; 16], Held>,
+    /// (deadline, trace id): the next traces due.
+    due: BTreeSet<(Instant, [u8; 16])>,
+    /// (first seen, trace id), oldest first; entries of flushed traces are skipped lazily.
+    age: VecDeque<(Instant, [u8; 16])>,
+    /// Recently flushed trace ids, for recognising late spans (bounded).
+    flushed: HashMap<[u8; 16], ()>,
+    flushed_order: VecDeque<[u8; 16]>,
+    analyzers: Vec<Box<dyn TraceAnalyzer>>,
+    counters: AssemblyCounters,
+}
+
+impl TraceAssembly {
+    pub fn new(
+        config: TraceAssemblyConfig,
+        analyzers: Vec<Box<dyn TraceAnalyzer>>,
+        counters: AssemblyCounters,
+    ) -> Self {
+        TraceAssembly {
+            config,
+            traces: HashMap::new(),
+            due: BTreeSet::new(),
+            age: VecDeque::new(),
+            flushed: HashMap::new(),
+            flushed_order: VecDeque::new(),
+            analyzers,
+            counters,
+        }
+    }
+
+    pub fn traces_held(&self) -> usize {
+        self.traces.len()
+    }
+
+    fn remember_flushed(&mut self, id: [u8; 16]) {
+        if self.flushed.insert(id, ()).is_none() {
+            self.flushed_order.push_back(id);
+        }
+        // Remember as many flushed ids as traces may be held.
+        while self.flushed_order.len() > self.config.max_traces {
+            if let Some(old) = self.flushed_order.pop_front() {
+                self.flushed.remove(&old);
+            }
+        }
+    }
+
+    fn flush(
+        &mut self,
+        id: [u8; 16],
+        reason: FlushReason,
+        now: Instant,
+        out: &mut Vec<AssembledTrace>,
+    ) {
+        let Some(held) = self.traces.remove(&id) else {
+            return;
+        };
+        self.due.remove(&(held.deadline, id));
+        self.counters.in_flight.set(self.traces.len() as i64);
+        if reason == FlushReason::Evicted {
+            self.counters.evictions.inc();
+        }
+        self.remember_flushed(id);
+        let mut origins: Vec<(Origin<Resource>, Origin<InstrumentationScope>)> = Vec::new();
+        let mut origin = Vec::with_capacity(held.spans.len());
+        let mut spans = Vec::with_capacity(held.spans.len());
+        for h in held.spans {
+            let idx = match origins
+                .iter()
+                .position(|(r, s)| same(r, &h.resource) && same(s, &h.scope))
+            {
+                Some(i) => i,
+                None => {
+                    origins.push((h.resource, h.scope));
+                    origins.len() - 1
+                }
+            };
+            origin.push(idx);
+            spans.push(h.span);
+        }
+        let mut t = AssembledTrace {
+            trace_id: id,
+            spans,
+            origin,
+            origins,
+            has_root: held.has_root,
+            reason,
+        };
+        for a in &mut self.analyzers {
+            a.analyze(&mut t, now);
+        }
+        out.push(t);
+    }
+
+    fn take(
+        &mut self,
+        batch: ExportTraceServiceRequest,
+        now: Instant,
+        flushed: &mut Vec<AssembledTrace>,
+        late: &mut Vec<HeldSpan>,
+    ) {
+        for rs in batch.resource_spans {
+            let resource: Origin<Resource> = Arc::new((rs.resource, rs.schema_url));
+            for ss in rs.scope_spans {
+                let scope: Origin<InstrumentationScope> = Arc::new((ss.scope, ss.schema_url));
+                for span in ss.spans {
+                    let h = HeldSpan {
+                        resource: resource.clone(),
+                        scope: scope.clone(),
+                        span,
+                    };
+                    self.hold(h, now, flushed, late);
+                }
+            }
+        }
+    }
+
+    fn hold(
+        &mut self,
+        h: HeldSpan,
+        now: Instant,
+        flushed: &mut Vec<AssembledTrace>,
+        late: &mut Vec<HeldSpan>,
+    ) {
+        let Ok(id) = <[u8; 16]>::try_from(h.span.trace_id.as_slice()) else {
+            // Receivers reject such spans; pass one on rather than lose it.
+            late.push(h);
+            return;
+        };
+        if !self.traces.contains_key(&id) {
+            if self.flushed.contains_key(&id) {
+                self.counters.late_spans.inc();
+                late.push(h);
+                return;
+            }
+            while self.traces.len() >= self.config.max_traces {
+                let Some((_, oldest)) = self.age.pop_front() else {
+                    break;
+                };
+                if self.traces.contains_key(&oldest) {
+                    self.flush(oldest, FlushReason::Evicted, now, flushed);
+                }
+            }
+            let deadline = now + self.config.max_trace_age;
+            self.traces.insert(
+                id,
+                Held {
+                    first_seen: now,
+                    deadline,
+                    has_root: false,
+                    spans: Vec::new(),
+                },
+            );
+            self.due.insert((deadline, id));
+            self.age.push_back((now, id));
+            self.counters.in_flight.set(self.traces.len() as i64);
+        }
+        let is_root = h.span.parent_span_id.is_empty();
+        let Some(held) = self.traces.get_mut(&id) else {
+            return;
+        };
+        held.spans.push(h);
+        let full = held.spans.len() >= self.config.max_spans_per_trace;
+        if is_root && !held.has_root {
+            held.has_root = true;
+            let sooner = (now + self.config.wait_after_root)
+                .min(held.first_seen + self.config.max_trace_age);
+            if sooner < held.deadline {
+                self.due.remove(&(held.deadline, id));
+                held.deadline = sooner;
+                self.due.insert((sooner, id));
+            }
+        }
+        if full {
+            self.flush(id, FlushReason::TooManySpans, now, flushed);
+        }
+        // Drop stale entries of the age queue now and then, so it stays bounded.
+        while let Some((_, front)) = self.age.front() {
+            if self.traces.contains_key(front) {
+                break;
+            }
+            self.age.pop_front();
+        }
+    }
+
+    fn due_now(&mut self, now: Instant, out: &mut Vec<AssembledTrace>) {
+        while let Some(&(deadline, id)) = self.due.first() {
+            if deadline > now {
+                break;
+            }
+            let reason = match self.traces.get(&id) {
+                Some(h) if h.has_root => FlushReason::Complete,
+                _ => FlushReason::Age,
+            };
+            self.flush(id, reason, now, out);
+        }
+    }
+}
+
+/// The same origin: the same request's (cheap), or an equal one from another request.
+fn same<T: PartialEq>(a: &Arc<T>, b: &Arc<T>) -> bool {
+    Arc::ptr_eq(a, b) || **a == **b
+}
+
+/// Rebuild export requests from flushed traces and late spans, grouping spans by their original
+/// resource and scope.
+fn to_requests(traces: Vec<AssembledTrace>, late: Vec<HeldSpan>) -> Vec<Batch> {
+    let mut out = Vec::new();
+    for t in traces {
+        let mut groups: Vec<ScopeGroup> = Vec::new();
+        let origins = t.origins;
+        for (span, o) in t.spans.into_iter().zip(t.origin) {
+            if let Some(g) = groups.iter_mut().find(|g| g.origin == o) {
+                g.spans.push(span);
+            } else {
+                groups.push(ScopeGroup {
+                    origin: o,
+                    spans: vec![span],
+                });
+            }
+        }
+        let held = groups.into_iter().filter_map(|g| {
+            let (r, s) = origins.get(g.origin)?;
+            Some((r.clone(), s.clone(), g.spans))
+        });
+        out.push(Batch::Traces(build(held)));
+    }
+    if !late.is_empty() {
+        out.push(Batch::Traces(build(
+            late.into_iter()
+                .map(|h| (h.resource, h.scope, vec![h.span])),
+        )));
+    }
+    out
+}
+
+struct ScopeGroup {
+    origin: usize,
+    spans: Vec<Span>,
+}
+
+fn build(
+    groups: impl Iterator<Item = (Origin<Resource>, Origin<InstrumentationScope>, Vec<Span>)>,
+) -> ExportTraceServiceRequest {
+    let mut req = ExportTraceServiceRequest::default();
+    let mut resources: Vec<Origin<Resource>> = Vec::new();
+    for (r, s, spans) in groups {
+        let ri = match resources.iter().position(|x| same(x, &r)) {
+            Some(i) => i,
+            None => {
+                resources.push(r.clone());
+                req.resource_spans.push(ResourceSpans {
+                    resource: r.0.clone(),
+                    schema_url: r.1.clone(),
+                    scope_spans: Vec::new(),
+                });
+                resources.len() - 1
+            }
+        };
+        let Some(rs) = req.resource_spans.get_mut(ri) else {
+            continue;
+        };
+        rs.scope_spans.push(ScopeSpans {
+            scope: s.0.clone(),
+            schema_url: s.1.clone(),
+            spans,
+        });
+    }
+    req
+}
+
+impl Processor for TraceAssembly {
+    fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
+        let Batch::Traces(req) = batch else {
+            out.push(batch);
+            return;
+        };
+        let (mut flushed, mut late) = (Vec::new(), Vec::new());
+        self.take(req, now, &mut flushed, &mut late);
+        out.extend(to_requests(flushed, late));
+    }
+
+    fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
+        let mut flushed = Vec::new();
+        self.due_now(now, &mut flushed);
+        out.extend(to_requests(flushed, Vec::new()));
+    }
+
+    fn on_shutdown(&mut self, out: &mut Vec<Batch>) {
+        let now = Instant::now();
+        let ids: Vec<[u8; 16]> = self.traces.keys().copied().collect();
+        let mut flushed = Vec::new();
+        for id in ids {
+            self.flush(id, FlushReason::Shutdown, now, &mut flushed);
+        }
+        out.extend(to_requests(flushed, Vec::new()));
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(
+            Duration::from_millis(100)
+                .min(self.config.wait_after_root.max(Duration::from_millis(10))),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;
