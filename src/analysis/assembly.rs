@@ -457,6 +457,11 @@ impl Processor for TraceAssembly {
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
         let mut flushed = Vec::new();
         self.due_now(now, &mut flushed);
+        // After a burst, give memory back rather than keep the peak's tables for ever.
+        if self.traces.capacity() > 1024 && self.traces.len() < self.traces.capacity() / 4 {
+            self.traces.shrink_to(self.traces.len() * 2);
+            self.age.shrink_to(self.traces.len() * 2);
+        }
         out.extend(to_requests(flushed, Vec::new()));
     }
 
