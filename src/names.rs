@@ -78,6 +78,11 @@ pub mod derived {
     pub const UNPRICED_CALLS: (&str, &str) = ("rag.unpriced.calls", "rag_unpriced_calls");
     pub const INSTRUMENTATION_ISSUES: (&str, &str) =
         ("rag.instrumentation.issues", "rag_instrumentation_issues");
+    pub const CRITICAL_PATH_SHARE: (&str, &str) = (
+        "rag.trace.critical_path.share",
+        "rag_trace_critical_path_share",
+    );
+    pub const BOTTLENECK_TRACES: (&str, &str) = ("rag.bottleneck.traces", "rag_bottleneck_traces");
     /// Span metrics compatible with Jaeger's Monitor tab.
     pub const SPAN_CALLS: (&str, &str) = ("traces.span.metrics.calls", "traces_span_metrics_calls");
     pub const SPAN_DURATION: (&str, &str) = (
@@ -126,4 +131,20 @@ pub mod attrs {
     pub const TRACE_COST_USD: &str = "rag.trace.cost.usd";
     pub const TRACE_TOKENS_INPUT: &str = "rag.trace.tokens.input";
     pub const TRACE_TOKENS_OUTPUT: &str = "rag.trace.tokens.output";
+    /// On every span of a complete trace: its duration minus its children's (ms).
+    pub const SELF_TIME_MS: &str = "rag.self_time_ms";
+    /// On each span on the critical path: true, the time it owns there (ms) and its share (0..1)
+    /// of the trace's duration.
+    pub const CRITICAL_PATH: &str = "rag.critical_path";
+    pub const CRITICAL_PATH_MS: &str = "rag.critical_path.ms";
+    pub const CRITICAL_PATH_SHARE: &str = "rag.critical_path.share";
+    /// On the span that owns the largest share of the critical path, when it is >= min_share.
+    pub const BOTTLENECK: &str = "rag.bottleneck";
+    /// On the root: the bottleneck's stage (or span name, for a span without a stage), span id
+    /// (hex) and share.
+    pub const TRACE_BOTTLENECK_STAGE: &str = "rag.trace.bottleneck.stage";
+    pub const TRACE_BOTTLENECK_SPAN_ID: &str = "rag.trace.bottleneck.span_id";
+    pub const TRACE_BOTTLENECK_SHARE: &str = "rag.trace.bottleneck.share";
+    /// On the root, per stage on the critical path: `rag.trace.stage.<stage>.ms`.
+    pub const TRACE_STAGE_PREFIX: &str = "rag.trace.stage.";
 }

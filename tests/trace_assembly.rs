@@ -113,6 +113,58 @@ async fn every_fixture_goes_through_and_complete_traces_leave_whole() {
             r.name
         );
     }
+    // ... every complete trace of the captures is analyzed: its stages' time on the critical
+    // path is on the root, and it has a bottleneck verdict exactly when one stage owns >= 40%.
+    let num = |r: &Span, k: &str| match r
+        .attributes
+        .iter()
+        .find(|kv| kv.key == k)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+    {
+        Some(Value::DoubleValue(x)) => Some(*x),
+        _ => None,
+    };
+    let mut verdicts = 0;
+    for r in &roots {
+        let duration = num(r, "rag.trace.duration_ms").expect("duration");
+        let stage_ms: Vec<(String, f64)> = r
+            .attributes
+            .iter()
+            .filter_map(|kv| {
+                let stage = kv
+                    .key
+                    .strip_prefix("rag.trace.stage.")?
+                    .strip_suffix(".ms")?;
+                Some((stage.to_string(), num(r, &kv.key)?))
+            })
+            .collect();
+        assert!(!stage_ms.is_empty(), "{} was not analyzed", r.name);
+        match num(r, "rag.trace.bottleneck.share") {
+            Some(share) => {
+                verdicts += 1;
+                assert!(share >= 0.4);
+                let stage = r
+                    .attributes
+                    .iter()
+                    .find(|kv| kv.key == "rag.trace.bottleneck.stage");
+                if let Some(Value::StringValue(st)) =
+                    stage.and_then(|kv| kv.value.as_ref()?.value.as_ref())
+                    && let Some((_, ms)) = stage_ms.iter().find(|(s, _)| s == st)
+                {
+                    assert!((ms / duration - share).abs() < 1e-9);
+                }
+            }
+            None => assert!(
+                stage_ms.iter().all(|(_, ms)| ms / duration < 0.4),
+                "{stage_ms:?}"
+            ),
+        }
+    }
+    assert!(
+        verdicts * 2 >= roots.len(),
+        "only {verdicts} of {} traces have a dominant stage",
+        roots.len()
+    );
     assert_eq!(harness::metric(&s, "ragwatch_traces_in_flight"), 0.0);
     s.shutdown().await;
 }
@@ -198,5 +250,142 @@ async fn a_hundred_thousand_traces_interleaved_over_eight_connections_are_assemb
     );
     assert_eq!(harness::metric(&s, "ragwatch_trace_evictions_total"), 0.0);
     assert_eq!(harness::metric(&s, "ragwatch_trace_late_spans_total"), 0.0);
+    s.shutdown().await;
+}
+
+fn timed(
+    trace: u8,
+    id: u8,
+    parent: Option<u8>,
+    name: &str,
+    op: Option<&str>,
+    start_ms: u64,
+    end_ms: u64,
+) -> Span {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    let mut attributes = Vec::new();
+    if let Some(op) = op {
+        attributes.push(kv("gen_ai.operation.name", op));
+        if op != "retrieval" {
+            attributes.push(kv("gen_ai.request.model", "gpt-4o-mini"));
+        }
+    }
+    let t0 = 1_700_000_000_000_000_000u64;
+    Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![id; 8],
+        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+        name: name.into(),
+        start_time_unix_nano: t0 + start_ms * 1_000_000,
+        end_time_unix_nano: t0 + end_ms * 1_000_000,
+        attributes,
+        ..Default::default()
+    }
+}
+
+fn get(s: &Span, k: &str) -> Option<Value> {
+    s.attributes
+        .iter()
+        .find(|kv| kv.key == k)
+        .and_then(|kv| kv.value.clone()?.value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slow_stage_is_flagged_on_the_span_and_summarised_on_the_root() {
+    let down = Backend::start().await;
+    let s = harness::start(&config(&down, "100ms", "5s")).await;
+    let mut c = TraceServiceClient::connect(harness::grpc_url(&s))
+        .await
+        .expect("connect");
+    // Trace 1: slow retrieval (750 of 1000 ms). Trace 2: slow LLM call (790 of 1000 ms).
+    let traces = [
+        vec![
+            timed(1, 1, None, "rag.query", None, 0, 1000),
+            timed(1, 2, Some(1), "embeddings", Some("embeddings"), 0, 50),
+            timed(1, 3, Some(1), "retrieval", Some("retrieval"), 50, 800),
+            timed(1, 4, Some(1), "chat", Some("chat"), 800, 990),
+        ],
+        vec![
+            timed(2, 1, None, "rag.query", None, 0, 1000),
+            timed(2, 2, Some(1), "embeddings", Some("embeddings"), 0, 50),
+            timed(2, 3, Some(1), "retrieval", Some("retrieval"), 50, 200),
+            timed(2, 4, Some(1), "chat", Some("chat"), 200, 990),
+        ],
+    ];
+    for spans in traces {
+        // Children first, the root last, in separate requests.
+        for span in spans.into_iter().rev() {
+            let req = ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![span],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            };
+            c.export(req).await.expect("export");
+        }
+    }
+    assert!(down.wait_for_spans(8, Duration::from_secs(10)).await);
+    let spans: Vec<Span> = down
+        .traces()
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| ss.spans.clone())
+        .collect();
+    let find = |t: u8, id: u8| {
+        spans
+            .iter()
+            .find(|s| s.trace_id[0] == t && s.span_id[0] == id)
+            .expect("span")
+    };
+    let d = |v: Option<Value>| match v {
+        Some(Value::DoubleValue(x)) => x,
+        other => panic!("{other:?}"),
+    };
+    for (t, slow, stage, share, other) in [
+        (1u8, 3u8, "retrieval", 0.75, ("llm", 190.0)),
+        (2, 4, "llm", 0.79, ("retrieval", 150.0)),
+    ] {
+        assert_eq!(
+            get(find(t, slow), "rag.bottleneck"),
+            Some(Value::BoolValue(true)),
+            "trace {t}"
+        );
+
+        for id in [1u8, 2, 3, 4].into_iter().filter(|i| *i != slow) {
+            assert_eq!(get(find(t, id), "rag.bottleneck"), None);
+        }
+        let root = find(t, 1);
+        assert_eq!(
+            get(root, "rag.trace.bottleneck.stage"),
+            Some(Value::StringValue(stage.into()))
+        );
+        assert_eq!(
+            get(root, "rag.trace.bottleneck.span_id"),
+            Some(Value::StringValue(format!("{slow:02x}").repeat(8)))
+        );
+        assert!((d(get(root, "rag.trace.bottleneck.share")) - share).abs() < 1e-9);
+        assert!((d(get(root, &format!("rag.trace.stage.{}.ms", other.0))) - other.1).abs() < 1e-9);
+        assert!((d(get(root, "rag.trace.stage.embedding.ms")) - 50.0).abs() < 1e-9);
+        assert!((d(get(root, "rag.trace.duration_ms")) - 1000.0).abs() < 1e-9);
+        // The root owns only its last 10 ms, and its self time is the same 10 ms.
+        assert!((d(get(root, "rag.critical_path.ms")) - 10.0).abs() < 1e-9);
+        assert!((d(get(root, "rag.self_time_ms")) - 10.0).abs() < 1e-9);
+        assert_eq!(
+            get(find(t, slow), "rag.critical_path"),
+            Some(Value::BoolValue(true))
+        );
+        assert!((d(get(find(t, slow), "rag.critical_path.share")) - share).abs() < 1e-9);
+    }
     s.shutdown().await;
 }

@@ -38,6 +38,14 @@ pub struct TraceAssemblyConfig {
     /// Spans held per trace (default 10,000); past it the trace is flushed as partial.
     #[serde(default = "default_max_spans")]
     pub max_spans_per_trace: usize,
+    /// A stage owning at least this share of the critical path is the trace's bottleneck
+    /// (default 0.4).
+    #[serde(default = "default_min_share")]
+    pub min_share: f64,
+}
+
+fn default_min_share() -> f64 {
+    0.4
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +76,7 @@ impl Default for TraceAssemblyConfig {
             max_trace_age: default_max_trace_age(),
             max_traces: default_max_traces(),
             max_spans_per_trace: default_max_spans(),
+            min_share: default_min_share(),
         }
     }
 }
@@ -88,6 +97,9 @@ impl Validate for TraceAssemblyConfig {
         }
         if self.max_traces == 0 {
             problems.push(&format!("{path}.max_traces"), "must be greater than zero");
+        }
+        if !(0.0..=1.0).contains(&self.min_share) {
+            problems.push(&format!("{path}.min_share"), "must be between 0 and 1");
         }
         if self.max_spans_per_trace == 0 {
             problems.push(

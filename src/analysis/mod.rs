@@ -1,6 +1,7 @@
 //! Whole-trace analysis: trace assembly and what is computed on an assembled trace.
 
 pub mod assembly;
+pub mod path;
 
 use std::time::Instant;
 
@@ -77,5 +78,124 @@ impl TraceAnalyzer for TraceSummary {
         put(root, a::TRACE_COST_USD, Value::DoubleValue(cost));
         put(root, a::TRACE_TOKENS_INPUT, Value::IntValue(tin));
         put(root, a::TRACE_TOKENS_OUTPUT, Value::IntValue(tout));
+    }
+}
+
+/// Critical path, self time and the bottleneck verdict of complete traces.
+pub struct CriticalPathAnalyzer {
+    pub min_share: f64,
+    pub derived: std::sync::Arc<crate::derived::DerivedMetrics>,
+}
+
+fn stage_of(s: &Span) -> Option<&str> {
+    match attr(s, a::RAG_STAGE) {
+        Some(Value::StringValue(st)) => Some(st.as_str()),
+        _ => None,
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl TraceAnalyzer for CriticalPathAnalyzer {
+    fn analyze(&mut self, t: &mut AssembledTrace, now: Instant) {
+        use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+        if !t.has_root {
+            return;
+        }
+        let nodes: Vec<path::SpanNode> = t
+            .spans
+            .iter()
+            .map(|s| path::SpanNode {
+                span_id: s.span_id.clone(),
+                parent: s.parent_span_id.clone(),
+                start: s.start_time_unix_nano,
+                end: s.end_time_unix_nano,
+                kind: match SpanKind::try_from(s.kind) {
+                    Ok(SpanKind::Producer) => path::Kind::Producer,
+                    Ok(SpanKind::Consumer) => path::Kind::Consumer,
+                    _ => path::Kind::Other,
+                },
+            })
+            .collect();
+        let result = path::analyze(&nodes);
+        for (s, st) in t.spans.iter_mut().zip(&result.self_time) {
+            put(s, a::SELF_TIME_MS, Value::DoubleValue(*st as f64 / 1e6));
+        }
+        let Some(root) = result.root else { return };
+        let total = nodes[root].end.saturating_sub(nodes[root].start);
+        if total == 0 {
+            return;
+        }
+        // Time on the path per span, and per stage (a span without a stage stands alone).
+        let mut per_span: Vec<u64> = vec![0; t.spans.len()];
+        for seg in &result.critical_path {
+            if let Some(x) = per_span.get_mut(seg.span) {
+                *x += seg.end - seg.start;
+            }
+        }
+        let mut per_key: Vec<(String, bool, u64, usize, u64)> = Vec::new(); // key, is_stage, ms, best span, its ms
+        for (i, ns) in per_span.iter().enumerate().filter(|(_, ns)| **ns > 0) {
+            let (key, is_stage) = match stage_of(&t.spans[i]) {
+                Some(st) => (st.to_string(), true),
+                None => (t.spans[i].name.clone(), false),
+            };
+            match per_key.iter_mut().find(|k| k.1 && is_stage && k.0 == key) {
+                Some(k) => {
+                    k.2 += ns;
+                    if *ns > k.4 {
+                        k.3 = i;
+                        k.4 = *ns;
+                    }
+                }
+                None => per_key.push((key, is_stage, *ns, i, *ns)),
+            }
+        }
+        for (i, ns) in per_span.iter().enumerate().filter(|(_, ns)| **ns > 0) {
+            let s = &mut t.spans[i];
+            put(s, a::CRITICAL_PATH, Value::BoolValue(true));
+            put(s, a::CRITICAL_PATH_MS, Value::DoubleValue(*ns as f64 / 1e6));
+            put(
+                s,
+                a::CRITICAL_PATH_SHARE,
+                Value::DoubleValue(*ns as f64 / total as f64),
+            );
+        }
+        for (key, is_stage, ns, _, _) in &per_key {
+            if *is_stage {
+                self.derived.observe(
+                    crate::genai::metrics::CRITICAL_PATH_SHARE,
+                    &[key],
+                    *ns as f64 / total as f64,
+                    now,
+                );
+                put(
+                    &mut t.spans[root],
+                    &format!("{}{key}.ms", a::TRACE_STAGE_PREFIX),
+                    Value::DoubleValue(*ns as f64 / 1e6),
+                );
+            }
+        }
+        let Some((key, _, ns, span, _)) = per_key.iter().max_by_key(|k| k.2).cloned() else {
+            return;
+        };
+        let share = ns as f64 / total as f64;
+        if share < self.min_share {
+            return;
+        }
+        let span_id = hex(&t.spans[span].span_id);
+        put(&mut t.spans[span], a::BOTTLENECK, Value::BoolValue(true));
+        let service = t.service(root).unwrap_or("unknown_service").to_string();
+        self.derived.add(
+            crate::genai::metrics::BOTTLENECK_TRACES,
+            &[&service, &key],
+            1.0,
+            now,
+        );
+        let r = &mut t.spans[root];
+        put(r, a::TRACE_BOTTLENECK_STAGE, Value::StringValue(key));
+        put(r, a::TRACE_BOTTLENECK_SPAN_ID, Value::StringValue(span_id));
+        put(r, a::TRACE_BOTTLENECK_SHARE, Value::DoubleValue(share));
     }
 }

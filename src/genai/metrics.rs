@@ -54,6 +54,11 @@ pub const UNPRICED: usize = 10;
 pub const ISSUES: usize = 11;
 pub const SPAN_CALLS: usize = 12;
 pub const SPAN_DURATION: usize = 13;
+pub const CRITICAL_PATH_SHARE: usize = 14;
+pub const BOTTLENECK_TRACES: usize = 15;
+
+/// Shares, 0..1 in tenths.
+pub const SHARE_BUCKETS: &[f64] = &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 
 /// Every derived metric; the constants above index it.
 pub static DEFS: &[MetricDef] = &[
@@ -182,5 +187,23 @@ pub static DEFS: &[MetricDef] = &[
             buckets: SPAN_MS_BUCKETS,
         },
         labels: &["service.name", "span.name", "span.kind", "status.code"],
+    },
+    MetricDef {
+        otel_name: n::CRITICAL_PATH_SHARE.0,
+        prom_name: n::CRITICAL_PATH_SHARE.1,
+        help: "Share of each complete trace's critical path owned by a stage",
+        unit: "1",
+        kind: Kind::Histogram {
+            buckets: SHARE_BUCKETS,
+        },
+        labels: &["stage"],
+    },
+    MetricDef {
+        otel_name: n::BOTTLENECK_TRACES.0,
+        prom_name: n::BOTTLENECK_TRACES.1,
+        help: "Complete traces with a bottleneck verdict, by the bottleneck's stage",
+        unit: "{trace}",
+        kind: Kind::Counter,
+        labels: &["service", "stage"],
     },
 ];

@@ -90,7 +90,13 @@ impl ProcessorConfig {
             )?),
             ProcessorConfig::TraceAssembly(c) => Box::new(crate::analysis::TraceAssembly::new(
                 c.clone(),
-                vec![Box::new(crate::analysis::TraceSummary)],
+                vec![
+                    Box::new(crate::analysis::TraceSummary),
+                    Box::new(crate::analysis::CriticalPathAnalyzer {
+                        min_share: c.min_share,
+                        derived: ctx.derived.clone(),
+                    }),
+                ],
                 ctx.self_metrics.assembly(),
             )),
         })

@@ -51,6 +51,7 @@ fn config(max_traces: usize, max_spans: usize) -> TraceAssemblyConfig {
         max_trace_age: Duration::from_secs(30),
         max_traces,
         max_spans_per_trace: max_spans,
+        min_share: 0.4,
     }
 }
 
