@@ -83,6 +83,7 @@ pub mod derived {
         "rag_trace_critical_path_share",
     );
     pub const BOTTLENECK_TRACES: (&str, &str) = ("rag.bottleneck.traces", "rag_bottleneck_traces");
+    pub const TRACE_FINDINGS: (&str, &str) = ("rag.trace.findings", "rag_trace_findings");
     /// Span metrics compatible with Jaeger's Monitor tab.
     pub const SPAN_CALLS: (&str, &str) = ("traces.span.metrics.calls", "traces_span_metrics_calls");
     pub const SPAN_DURATION: (&str, &str) = (
@@ -147,4 +148,12 @@ pub mod attrs {
     pub const TRACE_BOTTLENECK_SHARE: &str = "rag.trace.bottleneck.share";
     /// On the root, per stage on the critical path: `rag.trace.stage.<stage>.ms`.
     pub const TRACE_STAGE_PREFIX: &str = "rag.trace.stage.";
+
+    /// A span event for each pattern found, on the span concerned, with attributes `name`,
+    /// `description` (with the numbers), `severity` (info | warning) and `span_ids` (hex array).
+    pub const FINDING_EVENT: &str = "rag.finding";
+    pub const FINDING_NAME: &str = "name";
+    pub const FINDING_DESCRIPTION: &str = "description";
+    pub const FINDING_SEVERITY: &str = "severity";
+    pub const FINDING_SPAN_IDS: &str = "span_ids";
 }

@@ -42,6 +42,9 @@ pub struct TraceAssemblyConfig {
     /// (default 0.4).
     #[serde(default = "default_min_share")]
     pub min_share: f64,
+    /// Thresholds of the patterns reported as rag.finding events.
+    #[serde(default)]
+    pub patterns: super::patterns::PatternsConfig,
 }
 
 fn default_min_share() -> f64 {
@@ -77,6 +80,7 @@ impl Default for TraceAssemblyConfig {
             max_traces: default_max_traces(),
             max_spans_per_trace: default_max_spans(),
             min_share: default_min_share(),
+            patterns: Default::default(),
         }
     }
 }
@@ -101,6 +105,8 @@ impl Validate for TraceAssemblyConfig {
         if !(0.0..=1.0).contains(&self.min_share) {
             problems.push(&format!("{path}.min_share"), "must be between 0 and 1");
         }
+        self.patterns
+            .validate(&format!("{path}.patterns"), problems);
         if self.max_spans_per_trace == 0 {
             problems.push(
                 &format!("{path}.max_spans_per_trace"),

@@ -2,6 +2,7 @@
 
 pub mod assembly;
 pub mod path;
+pub mod patterns;
 
 use std::time::Instant;
 
@@ -16,7 +17,7 @@ pub use assembly::{AssembledTrace, TraceAnalyzer, TraceAssembly, TraceAssemblyCo
 #[derive(Default)]
 pub struct TraceSummary;
 
-fn attr<'a>(s: &'a Span, k: &str) -> Option<&'a Value> {
+pub(crate) fn attr<'a>(s: &'a Span, k: &str) -> Option<&'a Value> {
     s.attributes
         .iter()
         .find(|kv| kv.key == k)
@@ -87,14 +88,14 @@ pub struct CriticalPathAnalyzer {
     pub derived: std::sync::Arc<crate::derived::DerivedMetrics>,
 }
 
-fn stage_of(s: &Span) -> Option<&str> {
+pub(crate) fn stage_of(s: &Span) -> Option<&str> {
     match attr(s, a::RAG_STAGE) {
         Some(Value::StringValue(st)) => Some(st.as_str()),
         _ => None,
     }
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

@@ -56,6 +56,7 @@ pub const SPAN_CALLS: usize = 12;
 pub const SPAN_DURATION: usize = 13;
 pub const CRITICAL_PATH_SHARE: usize = 14;
 pub const BOTTLENECK_TRACES: usize = 15;
+pub const FINDINGS: usize = 16;
 
 /// Shares, 0..1 in tenths.
 pub const SHARE_BUCKETS: &[f64] = &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
@@ -205,5 +206,13 @@ pub static DEFS: &[MetricDef] = &[
         unit: "{trace}",
         kind: Kind::Counter,
         labels: &["service", "stage"],
+    },
+    MetricDef {
+        otel_name: n::TRACE_FINDINGS.0,
+        prom_name: n::TRACE_FINDINGS.1,
+        help: "Patterns found in traces (rag.finding events), by finding",
+        unit: "{finding}",
+        kind: Kind::Counter,
+        labels: &["finding", "service"],
     },
 ];

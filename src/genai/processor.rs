@@ -41,6 +41,14 @@ pub struct GenAiConfig {
     /// config/prices.yaml).
     #[serde(default)]
     pub prices: Vec<PriceEntry>,
+    /// A `context_overflow_risk` finding when a call's input tokens reach this share of the
+    /// model's context window (where the price table knows it; default 0.9).
+    #[serde(default = "default_overflow_share")]
+    pub context_overflow_share: f64,
+}
+
+fn default_overflow_share() -> f64 {
+    0.9
 }
 
 impl Default for GenAiConfig {
@@ -51,6 +59,7 @@ impl Default for GenAiConfig {
             supplied_cost: SuppliedCost::default(),
             mark_instrumentation_issues: false,
             prices: Vec::new(),
+            context_overflow_share: default_overflow_share(),
         }
     }
 }
@@ -61,6 +70,12 @@ fn yes() -> bool {
 
 impl Validate for GenAiConfig {
     fn validate(&self, path: &str, problems: &mut Problems) {
+        if !(self.context_overflow_share > 0.0 && self.context_overflow_share <= 1.0) {
+            problems.push(
+                &format!("{path}.context_overflow_share"),
+                "must be above 0 and at most 1",
+            );
+        }
         for (i, p) in self.prices.iter().enumerate() {
             if let Err(errs) = p.validate() {
                 for e in errs {
@@ -103,6 +118,7 @@ impl GenAiProcessor {
     /// Enrich one span in place and record its metrics.
     pub fn enrich(&self, span: &mut Span, service: &str, now: Instant) {
         let mut add: Vec<KeyValue> = Vec::new();
+        let mut overflow: Option<String> = None;
         {
             let v = view(span);
             let has = |k: &str| span.attributes.iter().any(|kv| kv.key == k);
@@ -121,6 +137,9 @@ impl GenAiProcessor {
                 }
                 if is_model_call(stage) {
                     self.cost(&v, stage, service, &has, &mut add, now);
+                }
+                if stage == Stage::Llm {
+                    overflow = self.context_overflow(&v);
                 }
                 let issues = lint(&v, stage);
                 for i in &issues {
@@ -148,12 +167,43 @@ impl GenAiProcessor {
             }
         }
         span.attributes.extend(add);
+        if let Some(description) = overflow {
+            use crate::analysis::patterns::{finding, finding_event};
+            let e = finding_event(
+                span.start_time_unix_nano,
+                finding::CONTEXT_OVERFLOW_RISK,
+                description,
+                "warning",
+                &[&span.span_id],
+            );
+            span.events.push(e);
+            self.metrics.add(
+                m::FINDINGS,
+                &[finding::CONTEXT_OVERFLOW_RISK, service],
+                1.0,
+                now,
+            );
+        }
         if self.config.redact_content {
             redact_attributes(&mut span.attributes);
             for e in &mut span.events {
                 redact_attributes(&mut e.attributes);
             }
         }
+    }
+
+    /// The description of a context_overflow_risk finding, if the call is near its window.
+    fn context_overflow(&self, v: &GenAiView<'_>) -> Option<String> {
+        let input = v.tokens.input?;
+        let window = self.prices.context_window(v.provider, v.model()?)?;
+        let share = input as f64 / window as f64;
+        (window > 0 && share >= self.config.context_overflow_share).then(|| {
+            format!(
+                "{input} input tokens are {:.0}% of the {window}-token context window of {}",
+                share * 100.0,
+                v.model().unwrap_or("the model")
+            )
+        })
     }
 
     fn cost(

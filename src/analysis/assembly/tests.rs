@@ -52,6 +52,7 @@ fn config(max_traces: usize, max_spans: usize) -> TraceAssemblyConfig {
         max_traces,
         max_spans_per_trace: max_spans,
         min_share: 0.4,
+        patterns: Default::default(),
     }
 }
 

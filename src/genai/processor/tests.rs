@@ -372,3 +372,37 @@ fn redaction_covers_genai_log_events_and_leaves_other_logs_alone() {
     );
     assert_eq!(body_of(&recs[2]), "GET /healthz 200");
 }
+
+#[test]
+fn a_prompt_near_the_context_window_is_a_finding() {
+    let (p, _) = processor(GenAiConfig::default());
+    // gpt-4o-mini has a 128,000-token window: 120,000 is 93.75%, 100,000 is 78%.
+    let mut near = span(vec![
+        s("gen_ai.operation.name", "chat"),
+        s("gen_ai.provider.name", "openai"),
+        s("gen_ai.request.model", "gpt-4o-mini"),
+        i("gen_ai.usage.input_tokens", 120_000),
+    ]);
+    let mut far = span(vec![
+        s("gen_ai.operation.name", "chat"),
+        s("gen_ai.provider.name", "openai"),
+        s("gen_ai.request.model", "gpt-4o-mini"),
+        i("gen_ai.usage.input_tokens", 100_000),
+    ]);
+    p.enrich(&mut near, "svc", Instant::now());
+    p.enrich(&mut far, "svc", Instant::now());
+    assert_eq!(near.events.len(), 1);
+    assert_eq!(near.events[0].name, "rag.finding");
+    let desc = near.events[0]
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "description")
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref());
+    assert_eq!(
+        desc,
+        Some(&Value::StringValue(
+            "120000 input tokens are 94% of the 128000-token context window of gpt-4o-mini".into()
+        ))
+    );
+    assert!(far.events.is_empty());
+}

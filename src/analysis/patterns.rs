@@ -1,0 +1,379 @@
+//! Patterns in whole traces, each reported as a `rag.finding` span event on the span concerned
+//! and counted in rag_trace_findings_total{finding,service}.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::Event;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::{AssembledTrace, TraceAnalyzer, attr, hex, stage_of};
+use crate::config::{Problems, Validate};
+use crate::derived::DerivedMetrics;
+use crate::names::attrs as a;
+
+/// Thresholds of the patterns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatternsConfig {
+    /// sequential_calls: non-overlapping sibling calls taking at least this share of the trace.
+    #[serde(default = "d_seq")]
+    pub sequential_min_share: f64,
+    /// repeated_retrieval: the same retrieval this many times under one parent.
+    #[serde(default = "d_rep")]
+    pub repeated_retrieval_min: usize,
+    /// slow_first_token: time to first token at least this share of the call…
+    #[serde(default = "d_ttft_share")]
+    pub slow_first_token_share: f64,
+    /// …and at least this long (ms).
+    #[serde(default = "d_ttft_ms")]
+    pub slow_first_token_min_ms: f64,
+    /// uninstrumented_gap: a non-leaf span's own time on the critical path, as a share of the trace.
+    #[serde(default = "d_gap")]
+    pub uninstrumented_gap_share: f64,
+}
+
+fn d_seq() -> f64 {
+    0.3
+}
+fn d_rep() -> usize {
+    3
+}
+fn d_ttft_share() -> f64 {
+    0.5
+}
+fn d_ttft_ms() -> f64 {
+    1000.0
+}
+fn d_gap() -> f64 {
+    0.4
+}
+
+impl Default for PatternsConfig {
+    fn default() -> Self {
+        PatternsConfig {
+            sequential_min_share: d_seq(),
+            repeated_retrieval_min: d_rep(),
+            slow_first_token_share: d_ttft_share(),
+            slow_first_token_min_ms: d_ttft_ms(),
+            uninstrumented_gap_share: d_gap(),
+        }
+    }
+}
+
+impl Validate for PatternsConfig {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        for (k, v) in [
+            ("sequential_min_share", self.sequential_min_share),
+            ("slow_first_token_share", self.slow_first_token_share),
+            ("uninstrumented_gap_share", self.uninstrumented_gap_share),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                problems.push(&format!("{path}.{k}"), "must be between 0 and 1");
+            }
+        }
+        if self.repeated_retrieval_min < 2 {
+            problems.push(
+                &format!("{path}.repeated_retrieval_min"),
+                "must be at least 2",
+            );
+        }
+        if self.slow_first_token_min_ms.is_nan() || self.slow_first_token_min_ms < 0.0 {
+            problems.push(
+                &format!("{path}.slow_first_token_min_ms"),
+                "must not be negative",
+            );
+        }
+    }
+}
+
+/// Finding names (the `finding` label and the event's `name` attribute).
+pub mod finding {
+    pub const SEQUENTIAL_CALLS: &str = "sequential_calls";
+    pub const REPEATED_RETRIEVAL: &str = "repeated_retrieval";
+    pub const RETRY: &str = "retry";
+    pub const SLOW_FIRST_TOKEN: &str = "slow_first_token";
+    pub const UNINSTRUMENTED_GAP: &str = "uninstrumented_gap";
+    pub const CONTEXT_OVERFLOW_RISK: &str = "context_overflow_risk";
+}
+
+/// A `rag.finding` event.
+pub fn finding_event(
+    time: u64,
+    name: &str,
+    description: String,
+    severity: &str,
+    span_ids: &[&[u8]],
+) -> Event {
+    let s = |k: &str, v: String| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(v)),
+        }),
+        ..Default::default()
+    };
+    Event {
+        time_unix_nano: time,
+        name: a::FINDING_EVENT.into(),
+        attributes: vec![
+            s(a::FINDING_NAME, name.into()),
+            s(a::FINDING_DESCRIPTION, description),
+            s(a::FINDING_SEVERITY, severity.into()),
+            KeyValue {
+                key: a::FINDING_SPAN_IDS.into(),
+                value: Some(AnyValue {
+                    value: Some(Value::ArrayValue(ArrayValue {
+                        values: span_ids
+                            .iter()
+                            .map(|id| AnyValue {
+                                value: Some(Value::StringValue(hex(id))),
+                            })
+                            .collect(),
+                    })),
+                }),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    }
+}
+
+pub struct PatternAnalyzer {
+    pub config: PatternsConfig,
+    pub derived: Arc<DerivedMetrics>,
+}
+
+fn ms(s: &Span) -> f64 {
+    s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e6
+}
+
+fn failed(s: &Span) -> bool {
+    s.status
+        .as_ref()
+        .is_some_and(|st| st.code == StatusCode::Error as i32)
+}
+
+fn num(s: &Span, k: &str) -> Option<f64> {
+    match attr(s, k) {
+        Some(Value::DoubleValue(x)) => Some(*x),
+        Some(Value::IntValue(x)) => Some(*x as f64),
+        _ => None,
+    }
+}
+
+impl TraceAnalyzer for PatternAnalyzer {
+    fn analyze(&mut self, t: &mut AssembledTrace, now: Instant) {
+        if !t.has_root {
+            return;
+        }
+        let Some(root) = t.spans.iter().position(|s| s.parent_span_id.is_empty()) else {
+            return;
+        };
+        let trace_ms = ms(&t.spans[root]);
+        if trace_ms <= 0.0 {
+            return;
+        }
+        let c = &self.config;
+        let mut found: Vec<(usize, Event)> = Vec::new();
+        let mut children: HashMap<&[u8], Vec<usize>> = HashMap::new();
+        for (i, s) in t.spans.iter().enumerate() {
+            if !s.parent_span_id.is_empty() {
+                children
+                    .entry(s.parent_span_id.as_slice())
+                    .or_default()
+                    .push(i);
+            }
+        }
+        let index: HashMap<&[u8], usize> = t
+            .spans
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.span_id.as_slice(), i))
+            .collect();
+        for (parent_id, kids) in &children {
+            let Some(&p) = index.get(parent_id) else {
+                continue;
+            };
+            let parent_start = t.spans[p].start_time_unix_nano;
+            // sequential_calls: runs of non-overlapping LLM / retrieval / tool siblings.
+            let mut calls: Vec<usize> = kids
+                .iter()
+                .copied()
+                .filter(|i| matches!(stage_of(&t.spans[*i]), Some("llm" | "retrieval" | "tool")))
+                .collect();
+            calls.sort_by_key(|i| t.spans[*i].start_time_unix_nano);
+            let mut run: Vec<usize> = Vec::new();
+            let flush_run = |run: &mut Vec<usize>, found: &mut Vec<(usize, Event)>| {
+                let total: f64 = run.iter().map(|i| ms(&t.spans[*i])).sum();
+                if run.len() >= 2 && total >= c.sequential_min_share * trace_ms {
+                    let ids: Vec<&[u8]> =
+                        run.iter().map(|i| t.spans[*i].span_id.as_slice()).collect();
+                    let names: Vec<&str> = run.iter().map(|i| t.spans[*i].name.as_str()).collect();
+                    let d = format!(
+                        "{} calls ran one after another ({}) and took {total:.1} ms, {:.0}% of the {trace_ms:.1} ms trace; they may run in parallel",
+                        run.len(),
+                        names.join(", "),
+                        100.0 * total / trace_ms
+                    );
+                    found.push((
+                        p,
+                        finding_event(parent_start, finding::SEQUENTIAL_CALLS, d, "warning", &ids),
+                    ));
+                }
+                run.clear();
+            };
+            for &i in &calls {
+                if let Some(&last) = run.last()
+                    && t.spans[i].start_time_unix_nano < t.spans[last].end_time_unix_nano
+                {
+                    flush_run(&mut run, &mut found);
+                }
+                run.push(i);
+            }
+            flush_run(&mut run, &mut found);
+
+            // repeated_retrieval: the same retrieval operation again and again under one parent.
+            let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
+            for &i in kids {
+                if stage_of(&t.spans[i]) == Some("retrieval") {
+                    by_name.entry(t.spans[i].name.as_str()).or_default().push(i);
+                }
+            }
+            for (name, v) in by_name {
+                if v.len() >= c.repeated_retrieval_min {
+                    let ids: Vec<&[u8]> =
+                        v.iter().map(|i| t.spans[*i].span_id.as_slice()).collect();
+                    let total: f64 = v.iter().map(|i| ms(&t.spans[*i])).sum();
+                    let d = format!(
+                        "retrieval {name:?} ran {} times under one parent ({total:.1} ms in all): an N+1 pattern; batch the queries",
+                        v.len()
+                    );
+                    found.push((
+                        p,
+                        finding_event(
+                            parent_start,
+                            finding::REPEATED_RETRIEVAL,
+                            d,
+                            "warning",
+                            &ids,
+                        ),
+                    ));
+                }
+            }
+
+            // retry: a failed LLM or retrieval call followed by the same call.
+            for &f in kids.iter().filter(|i| {
+                failed(&t.spans[**i])
+                    && matches!(stage_of(&t.spans[**i]), Some("llm" | "retrieval"))
+            }) {
+                let fs = &t.spans[f];
+                let again = kids
+                    .iter()
+                    .copied()
+                    .filter(|j| {
+                        *j != f
+                            && t.spans[*j].name == fs.name
+                            && t.spans[*j].start_time_unix_nano >= fs.end_time_unix_nano
+                    })
+                    .min_by_key(|j| t.spans[*j].start_time_unix_nano);
+                if let Some(r) = again {
+                    let lost = t.spans[r]
+                        .start_time_unix_nano
+                        .saturating_sub(fs.start_time_unix_nano)
+                        as f64
+                        / 1e6;
+                    let d = format!(
+                        "{:?} failed and was called again: {lost:.1} ms lost to the failed attempt",
+                        fs.name
+                    );
+                    let ids = [fs.span_id.as_slice(), t.spans[r].span_id.as_slice()];
+                    found.push((
+                        r,
+                        finding_event(
+                            t.spans[r].start_time_unix_nano,
+                            finding::RETRY,
+                            d,
+                            "warning",
+                            &ids,
+                        ),
+                    ));
+                }
+            }
+        }
+        for (i, s) in t.spans.iter().enumerate() {
+            // slow_first_token
+            if stage_of(s) == Some("llm")
+                && let Some(ttft) = num(s, a::LLM_TTFT_MS)
+            {
+                let call = ms(s);
+                if call > 0.0
+                    && ttft >= c.slow_first_token_share * call
+                    && ttft >= c.slow_first_token_min_ms
+                {
+                    let d = format!(
+                        "time to first token was {ttft:.1} ms, {:.0}% of the {call:.1} ms call",
+                        100.0 * ttft / call
+                    );
+                    found.push((
+                        i,
+                        finding_event(
+                            s.start_time_unix_nano,
+                            finding::SLOW_FIRST_TOKEN,
+                            d,
+                            "warning",
+                            &[&s.span_id],
+                        ),
+                    ));
+                }
+            }
+            // uninstrumented_gap: a non-leaf span's own time on the critical path.
+            if children.contains_key(s.span_id.as_slice())
+                && let Some(path_ms) = num(s, a::CRITICAL_PATH_MS)
+                && path_ms >= c.uninstrumented_gap_share * trace_ms
+            {
+                let d = format!(
+                    "{:?} spent {path_ms:.1} ms ({:.0}% of the trace) on the critical path outside any child span: code nobody traced",
+                    s.name,
+                    100.0 * path_ms / trace_ms
+                );
+                found.push((
+                    i,
+                    finding_event(
+                        s.start_time_unix_nano,
+                        finding::UNINSTRUMENTED_GAP,
+                        d,
+                        "info",
+                        &[&s.span_id],
+                    ),
+                ));
+            }
+        }
+        let service = t.service(root).unwrap_or("unknown_service").to_string();
+        for (i, e) in found {
+            let name = e
+                .attributes
+                .first()
+                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    Value::StringValue(n) => Some(n.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            self.derived.add(
+                crate::genai::metrics::FINDINGS,
+                &[&name, &service],
+                1.0,
+                now,
+            );
+            if let Some(s) = t.spans.get_mut(i) {
+                s.events.push(e);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
