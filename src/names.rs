@@ -152,6 +152,9 @@ pub mod attrs {
     /// A span event for each pattern found, on the span concerned, with attributes `name`,
     /// `description` (with the numbers), `severity` (info | warning) and `span_ids` (hex array).
     pub const FINDING_EVENT: &str = "rag.finding";
+    /// The synthetic span of `trace_assembly` in stream mode: a child of the root carrying the
+    /// root's `rag.trace.*` attributes and the trace's findings as events.
+    pub const ANALYSIS_SPAN: &str = "ragwatch.analysis";
     pub const FINDING_NAME: &str = "name";
     pub const FINDING_DESCRIPTION: &str = "description";
     pub const FINDING_SEVERITY: &str = "severity";

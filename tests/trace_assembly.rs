@@ -389,3 +389,89 @@ async fn the_slow_stage_is_flagged_on_the_span_and_summarised_on_the_root() {
     }
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_stream_mode_spans_pass_at_once_and_the_analysis_span_follows() {
+    let down = Backend::start().await;
+    let s = harness::start(&format!(
+        r#"
+receivers:
+{}
+processors:
+  genai:
+  trace_assembly:
+    mode: stream
+    wait_after_root: 100ms
+    max_trace_age: 5s
+exporters:
+  otlp:
+    endpoint: {}
+service:
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [genai, trace_assembly], exporters: [otlp] }}
+"#,
+        harness::otlp_receiver(""),
+        down.grpc_endpoint()
+    ))
+    .await;
+    let mut c = TraceServiceClient::connect(harness::grpc_url(&s))
+        .await
+        .expect("connect");
+    let spans = vec![
+        timed(1, 2, Some(1), "embeddings", Some("embeddings"), 0, 50),
+        timed(1, 3, Some(1), "retrieval", Some("retrieval"), 50, 800),
+        timed(1, 4, Some(1), "chat", Some("chat"), 800, 990),
+    ];
+    let req = |spans: Vec<Span>| ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    c.export(req(spans)).await.expect("export");
+    // The children are forwarded before their root has even been sent.
+    assert!(down.wait_for_spans(3, Duration::from_secs(10)).await);
+    c.export(req(vec![timed(1, 1, None, "rag.query", None, 0, 1000)]))
+        .await
+        .expect("root");
+    assert!(
+        down.wait_for_spans(5, Duration::from_secs(10)).await,
+        "root and analysis span"
+    );
+    let all: Vec<Span> = down
+        .traces()
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| ss.spans.clone())
+        .collect();
+    assert_eq!(all.len(), 5);
+    let analysis = all
+        .iter()
+        .find(|s| s.name == "ragwatch.analysis")
+        .expect("analysis span");
+    assert_eq!(analysis.trace_id, vec![1u8; 16]);
+    assert_eq!(analysis.parent_span_id, vec![1u8; 8]);
+    assert_eq!(
+        get(analysis, "rag.trace.bottleneck.stage"),
+        Some(Value::StringValue("retrieval".into()))
+    );
+    assert_eq!(
+        get(analysis, "rag.trace.bottleneck.span_id"),
+        Some(Value::StringValue("03".repeat(8)))
+    );
+    // Forwarded spans are left as they came (but for per-span enrichment).
+    let retrieval = all
+        .iter()
+        .find(|s| s.name == "retrieval")
+        .expect("retrieval");
+    assert_eq!(get(retrieval, "rag.bottleneck"), None);
+    assert_eq!(
+        get(retrieval, "rag.stage"),
+        Some(Value::StringValue("retrieval".into()))
+    );
+    s.shutdown().await;
+}

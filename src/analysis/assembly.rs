@@ -54,8 +54,12 @@ fn default_min_share() -> f64 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// Spans wait and leave with their trace, analysis written on them.
     #[default]
     Hold,
+    /// Spans leave at once; the trace's findings follow on a synthetic `ragwatch.analysis`
+    /// span, a child of the root.
+    Stream,
 }
 
 fn default_wait_after_root() -> Duration {
@@ -119,6 +123,7 @@ impl Validate for TraceAssemblyConfig {
 /// The resource (or scope) a span came with, shared by every span of one request.
 type Origin<T> = Arc<(Option<T>, String)>;
 
+#[derive(Clone)]
 struct HeldSpan {
     resource: Origin<Resource>,
     scope: Origin<InstrumentationScope>,
@@ -301,7 +306,13 @@ impl TraceAssembly {
                         scope: scope.clone(),
                         span,
                     };
-                    self.hold(h, now, flushed, late);
+                    if self.config.mode == Mode::Stream {
+                        // The span leaves now; a copy waits for the analysis.
+                        late.push(h.clone());
+                        self.hold(h, now, flushed, &mut Vec::new());
+                    } else {
+                        self.hold(h, now, flushed, late);
+                    }
                 }
             }
         }
@@ -394,10 +405,62 @@ fn same<T: PartialEq>(a: &Arc<T>, b: &Arc<T>) -> bool {
     Arc::ptr_eq(a, b) || **a == **b
 }
 
+/// The synthetic `ragwatch.analysis` span of a trace in stream mode: a child of the root carrying
+/// the root's `rag.trace.*` attributes and every finding of the trace as events.
+fn analysis_span(t: &AssembledTrace) -> Option<HeldSpan> {
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    let root = t.spans.iter().position(|s| s.parent_span_id.is_empty())?;
+    let (resource, scope) = t.origins.get(*t.origin.get(root)?)?.clone();
+    let r = &t.spans[root];
+    let attributes = r
+        .attributes
+        .iter()
+        .filter(|kv| kv.key.starts_with("rag.trace."))
+        .cloned()
+        .collect();
+    let events = t
+        .spans
+        .iter()
+        .flat_map(|s| &s.events)
+        .filter(|e| e.name == crate::names::attrs::FINDING_EVENT)
+        .cloned()
+        .collect();
+    let mut span_id = [0u8; 8];
+    while span_id == [0u8; 8] {
+        rand::fill(&mut span_id);
+    }
+    Some(HeldSpan {
+        resource,
+        scope,
+        span: Span {
+            trace_id: r.trace_id.clone(),
+            span_id: span_id.to_vec(),
+            parent_span_id: r.span_id.clone(),
+            name: crate::names::attrs::ANALYSIS_SPAN.into(),
+            kind: SpanKind::Internal as i32,
+            start_time_unix_nano: r.start_time_unix_nano,
+            end_time_unix_nano: r.end_time_unix_nano,
+            attributes,
+            events,
+            ..Default::default()
+        },
+    })
+}
+
 /// Rebuild export requests from flushed traces and late spans, grouping spans by their original
-/// resource and scope.
-fn to_requests(traces: Vec<AssembledTrace>, late: Vec<HeldSpan>) -> Vec<Batch> {
+/// resource and scope. In stream mode a flushed trace becomes its analysis span only.
+fn to_requests(mode: Mode, traces: Vec<AssembledTrace>, mut late: Vec<HeldSpan>) -> Vec<Batch> {
     let mut out = Vec::new();
+    if mode == Mode::Stream {
+        late.extend(traces.iter().filter_map(analysis_span));
+        if !late.is_empty() {
+            out.push(Batch::Traces(build(
+                late.into_iter()
+                    .map(|h| (h.resource, h.scope, vec![h.span])),
+            )));
+        }
+        return out;
+    }
     for t in traces {
         let mut groups: Vec<ScopeGroup> = Vec::new();
         let origins = t.origins;
@@ -452,11 +515,18 @@ fn build(
         let Some(rs) = req.resource_spans.get_mut(ri) else {
             continue;
         };
-        rs.scope_spans.push(ScopeSpans {
-            scope: s.0.clone(),
-            schema_url: s.1.clone(),
-            spans,
-        });
+        match rs
+            .scope_spans
+            .iter_mut()
+            .find(|ss| ss.scope == s.0 && ss.schema_url == s.1)
+        {
+            Some(ss) => ss.spans.extend(spans),
+            None => rs.scope_spans.push(ScopeSpans {
+                scope: s.0.clone(),
+                schema_url: s.1.clone(),
+                spans,
+            }),
+        }
     }
     req
 }
@@ -469,7 +539,7 @@ impl Processor for TraceAssembly {
         };
         let (mut flushed, mut late) = (Vec::new(), Vec::new());
         self.take(req, now, &mut flushed, &mut late);
-        out.extend(to_requests(flushed, late));
+        out.extend(to_requests(self.config.mode, flushed, late));
     }
 
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
@@ -480,7 +550,7 @@ impl Processor for TraceAssembly {
             self.traces.shrink_to(self.traces.len() * 2);
             self.age.shrink_to(self.traces.len() * 2);
         }
-        out.extend(to_requests(flushed, Vec::new()));
+        out.extend(to_requests(self.config.mode, flushed, Vec::new()));
     }
 
     fn on_shutdown(&mut self, out: &mut Vec<Batch>) {
@@ -490,7 +560,7 @@ impl Processor for TraceAssembly {
         for id in ids {
             self.flush(id, FlushReason::Shutdown, now, &mut flushed);
         }
-        out.extend(to_requests(flushed, Vec::new()));
+        out.extend(to_requests(self.config.mode, flushed, Vec::new()));
     }
 
     fn tick_interval(&self) -> Option<Duration> {
