@@ -8,7 +8,7 @@ use std::time::Duration;
 use harness::backend::{Backend, Behavior};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
 /// `n` spans of one trace, with ids derived from `seed` so every request is distinct.
@@ -29,15 +29,7 @@ fn spans(seed: u32, n: usize) -> ExportTraceServiceRequest {
             }
         })
         .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    harness::traces_request(spans)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

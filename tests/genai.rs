@@ -78,12 +78,7 @@ async fn send_traces(s: &ragwatch::Service, file: &str) -> usize {
 }
 
 fn all_spans(down: &Backend) -> Vec<Span> {
-    down.traces()
-        .iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|rs| &rs.scope_spans)
-        .flat_map(|ss| ss.spans.clone())
-        .collect()
+    down.spans()
 }
 
 async fn scrape(s: &ragwatch::Service) -> (String, prometheus_parse::Scrape) {

@@ -10,7 +10,7 @@ use harness::backend::{Backend, Behavior};
 use harness::child::Ragwatch;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 
 fn request(client: u32, n: u32, spans: u32) -> (ExportTraceServiceRequest, Vec<Vec<u8>>) {
     let mut trace_id = [9u8; 16];
@@ -33,15 +33,7 @@ fn request(client: u32, n: u32, spans: u32) -> (ExportTraceServiceRequest, Vec<V
         .iter()
         .map(|s| [s.trace_id.clone(), s.span_id.clone()].concat())
         .collect();
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
+    let req = harness::traces_request(spans);
     (req, ids)
 }
 

@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use harness::backend::Backend;
 use harness::fixtures;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use ragwatch::signal::Batch;
 
 /// `block`: clients wait for room instead of being refused (this test is about assembly).
@@ -90,11 +89,8 @@ async fn every_fixture_goes_through_and_complete_traces_leave_whole() {
     }
     // Every trace with a root is marked complete on its root.
     let roots: Vec<Span> = down
-        .traces()
-        .iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|rs| &rs.scope_spans)
-        .flat_map(|ss| ss.spans.clone())
+        .spans()
+        .into_iter()
         .filter(|s| s.parent_span_id.is_empty())
         .collect();
     assert!(
@@ -201,28 +197,12 @@ async fn a_hundred_thousand_traces_interleaved_over_eight_connections_are_assemb
                     });
                 }
                 if spans.len() >= 500 {
-                    let req = ExportTraceServiceRequest {
-                        resource_spans: vec![ResourceSpans {
-                            scope_spans: vec![ScopeSpans {
-                                spans: std::mem::take(&mut spans),
-                                ..Default::default()
-                            }],
-                            ..Default::default()
-                        }],
-                    };
+                    let req = harness::traces_request(std::mem::take(&mut spans));
                     client.export(req).await.expect("export");
                 }
             }
             if !spans.is_empty() {
-                let req = ExportTraceServiceRequest {
-                    resource_spans: vec![ResourceSpans {
-                        scope_spans: vec![ScopeSpans {
-                            spans,
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    }],
-                };
+                let req = harness::traces_request(spans);
                 client.export(req).await.expect("export");
             }
         }));
@@ -322,26 +302,12 @@ async fn the_slow_stage_is_flagged_on_the_span_and_summarised_on_the_root() {
     for spans in traces {
         // Children first, the root last, in separate requests.
         for span in spans.into_iter().rev() {
-            let req = ExportTraceServiceRequest {
-                resource_spans: vec![ResourceSpans {
-                    scope_spans: vec![ScopeSpans {
-                        spans: vec![span],
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-            };
+            let req = harness::traces_request(vec![span]);
             c.export(req).await.expect("export");
         }
     }
     assert!(down.wait_for_spans(8, Duration::from_secs(10)).await);
-    let spans: Vec<Span> = down
-        .traces()
-        .iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|rs| &rs.scope_spans)
-        .flat_map(|ss| ss.spans.clone())
-        .collect();
+    let spans: Vec<Span> = down.spans();
     let find = |t: u8, id: u8| {
         spans
             .iter()
@@ -422,15 +388,7 @@ service:
         timed(1, 3, Some(1), "retrieval", Some("retrieval"), 50, 800),
         timed(1, 4, Some(1), "chat", Some("chat"), 800, 990),
     ];
-    let req = |spans: Vec<Span>| ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
+    let req = |spans: Vec<Span>| harness::traces_request(spans);
     c.export(req(spans)).await.expect("export");
     // The children are forwarded before their root has even been sent.
     assert!(down.wait_for_spans(3, Duration::from_secs(10)).await);
@@ -441,13 +399,7 @@ service:
         down.wait_for_spans(5, Duration::from_secs(10)).await,
         "root and analysis span"
     );
-    let all: Vec<Span> = down
-        .traces()
-        .iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|rs| &rs.scope_spans)
-        .flat_map(|ss| ss.spans.clone())
-        .collect();
+    let all: Vec<Span> = down.spans();
     assert_eq!(all.len(), 5);
     let analysis = all
         .iter()

@@ -232,6 +232,19 @@ impl Backend {
     pub fn logs(&self) -> Vec<ExportLogsServiceRequest> {
         self.inner.rec.lock().expect("lock").logs.clone()
     }
+    /// Every span received, in arrival order.
+    pub fn spans(&self) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+        self.inner
+            .rec
+            .lock()
+            .expect("lock")
+            .traces
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| ss.spans.clone())
+            .collect()
+    }
     pub fn span_count(&self) -> usize {
         self.inner.rec.lock().expect("lock").spans
     }
