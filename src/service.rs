@@ -137,14 +137,31 @@ impl Service {
             let Some(signal) = crate::config::PipelineConfig::signal_of(id) else {
                 continue;
             };
-            let mut chain = Vec::new();
-            for name in &p.processors {
-                if let Some(c) = config.processors.get(name) {
-                    chain.push(c.build(&pctx).map_err(|message| StartError::Processor {
-                        id: name.clone(),
-                        message,
-                    })?);
+            let assembles = p.processors.iter().any(|n| {
+                matches!(
+                    config.processors.get(n),
+                    Some(crate::processor::ProcessorConfig::TraceAssembly(_))
+                )
+            });
+            let shards = p
+                .shards
+                .unwrap_or(if assembles && signal == Signal::Traces {
+                    std::thread::available_parallelism().map_or(1, |n| n.get())
+                } else {
+                    1
+                });
+            let mut chains = Vec::new();
+            for _ in 0..shards {
+                let mut chain = Vec::new();
+                for name in &p.processors {
+                    if let Some(c) = config.processors.get(name) {
+                        chain.push(c.build(&pctx).map_err(|message| StartError::Processor {
+                            id: name.clone(),
+                            message,
+                        })?);
+                    }
                 }
+                chains.push(chain);
             }
             let handles = p
                 .exporters
@@ -155,7 +172,7 @@ impl Service {
                 id,
                 signal,
                 p.queue_size,
-                chain,
+                chains,
                 handles,
                 metrics.pipeline(id),
                 hard_stop.clone(),

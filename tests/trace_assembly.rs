@@ -28,7 +28,7 @@ exporters:
     endpoint: {}
 service:
   pipelines:
-    traces: {{ receivers: [otlp], processors: [genai, trace_assembly], exporters: [otlp] }}
+    traces: {{ receivers: [otlp], processors: [genai, trace_assembly], exporters: [otlp], shards: 4 }}
 "#,
         harness::otlp_receiver("    when_full: block\n"),
         down.grpc_endpoint()
@@ -170,7 +170,9 @@ async fn a_hundred_thousand_traces_interleaved_over_eight_connections_are_assemb
     const TRACES: u32 = 100_000;
     const CONNECTIONS: u32 = 8;
     let down = Backend::start().await;
-    let s = harness::start(&config(&down, "200ms", "20s")).await;
+    // The three spans of a trace travel on different connections whose clients run at their own
+    // pace; a 3 s grace after the root covers the skew between them on a loaded 2-core machine.
+    let s = harness::start(&config(&down, "3s", "30s")).await;
     let url = harness::grpc_url(&s);
     // Each trace: a root and two children; the three spans go out on three different
     // connections, in different requests, children first.

@@ -253,7 +253,7 @@ impl TraceAssembly {
             return;
         };
         self.due.remove(&(held.deadline, id));
-        self.counters.in_flight.set(self.traces.len() as i64);
+        self.counters.in_flight.dec();
         if reason == FlushReason::Evicted {
             self.counters.evictions.inc();
         }
@@ -356,7 +356,7 @@ impl TraceAssembly {
             );
             self.due.insert((deadline, id));
             self.age.push_back((now, id));
-            self.counters.in_flight.set(self.traces.len() as i64);
+            self.counters.in_flight.inc();
         }
         let is_root = h.span.parent_span_id.is_empty();
         let Some(held) = self.traces.get_mut(&id) else {

@@ -72,6 +72,11 @@ pub struct PipelineConfig {
     /// 50,000). When it is full, receivers refuse retryably or wait (their `when_full`).
     #[serde(default = "default_queue_size")]
     pub queue_size: usize,
+    /// Parallel copies of the pipeline's processors, with spans routed by trace id so each copy
+    /// sees whole traces. Default: the number of cores for a traces pipeline with
+    /// `trace_assembly`, else 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<usize>,
 }
 
 fn default_queue_size() -> usize {
@@ -202,6 +207,9 @@ impl Validate for ServiceConfig {
                     &format!("{pp}.exporters"),
                     "at least one exporter is needed",
                 );
+            }
+            if p.shards == Some(0) {
+                problems.push(&format!("{pp}.shards"), "must be greater than zero");
             }
             if p.queue_size == 0 {
                 problems.push(&format!("{pp}.queue_size"), "must be greater than zero");

@@ -30,8 +30,11 @@ pub enum WhenFull {
 
 struct Queued {
     batch: Batch,
+    /// Items to take off the queue gauge when this is taken from the queue (0 for the parts a
+    /// sharded pipeline's router hands on).
     items: usize,
-    _permit: OwnedSemaphorePermit,
+    /// Released when every part of the request is with the exporters.
+    _permit: Arc<OwnedSemaphorePermit>,
 }
 
 /// The sending side of one pipeline's input queue.
@@ -113,7 +116,7 @@ impl Fanin {
                 .send(Queued {
                     batch: b,
                     items,
-                    _permit: permit,
+                    _permit: Arc::new(permit),
                 })
                 .is_err()
             {
@@ -140,7 +143,7 @@ impl Pipeline {
         id: &str,
         signal: Signal,
         queue_size: usize,
-        chain: Vec<Box<dyn Processor>>,
+        mut chains: Vec<Vec<Box<dyn Processor>>>,
         exporters: Vec<ExporterHandle>,
         counters: PipelineCounters,
         hard_stop: CancellationToken,
@@ -157,14 +160,34 @@ impl Pipeline {
             capacity,
             counters: counters.clone(),
         };
-        let runner = Runner {
-            signal,
-            chain,
-            exporters,
-            counters,
-            hard_stop,
+        let task = if chains.len() <= 1 {
+            let runner = Runner {
+                signal,
+                chain: chains.pop().unwrap_or_default(),
+                exporters,
+                counters,
+                hard_stop,
+            };
+            tokio::spawn(runner.run(rx))
+        } else {
+            // One runner per shard, each with its own processors; a router sends every span
+            // of a trace to the same shard, so each shard sees whole traces.
+            let mut shard_txs = Vec::new();
+            let mut shard_tasks = Vec::new();
+            for chain in chains {
+                let (stx, srx) = mpsc::unbounded_channel();
+                let runner = Runner {
+                    signal,
+                    chain,
+                    exporters: exporters.clone(),
+                    counters: counters.clone(),
+                    hard_stop: hard_stop.clone(),
+                };
+                shard_txs.push(stx);
+                shard_tasks.push(tokio::spawn(runner.run(srx)));
+            }
+            tokio::spawn(route(rx, shard_txs, shard_tasks, counters, hard_stop))
         };
-        let task = tokio::spawn(runner.run(rx));
         Pipeline {
             id: id.to_string(),
             signal,
@@ -172,6 +195,118 @@ impl Pipeline {
             task,
         }
     }
+}
+
+/// Split each request by trace id over the shards; the shards are bounded by the pipeline's
+/// permits, which travel with every part.
+async fn route(
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    shards: Vec<mpsc::UnboundedSender<Queued>>,
+    tasks: Vec<JoinHandle<()>>,
+    counters: PipelineCounters,
+    hard_stop: CancellationToken,
+) {
+    loop {
+        let q = tokio::select! {
+            biased;
+            q = rx.recv() => match q { Some(q) => q, None => break },
+            _ = hard_stop.cancelled() => break,
+        };
+        counters.queue_items.dec_by(q.items as i64);
+        let parts = match q.batch {
+            Batch::Traces(r) => split_by_trace(r, shards.len()),
+            other => vec![(0, other)],
+        };
+        for (shard, batch) in parts {
+            let Some(tx) = shards.get(shard) else {
+                continue;
+            };
+            let part = Queued {
+                items: 0,
+                batch,
+                _permit: q._permit.clone(),
+            };
+            if let Err(e) = tx.send(part) {
+                let n = e.0.batch.item_count();
+                counters.dropped(e.0.batch.signal(), n, "a pipeline shard has stopped");
+            }
+        }
+    }
+    rx.close();
+    while let Some(q) = rx.recv().await {
+        counters.queue_items.dec_by(q.items as i64);
+        counters.dropped(q.batch.signal(), q.items, "shutdown grace period ran out");
+    }
+    drop(shards);
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// The shard of a trace id: FNV-1a over its bytes, then murmur3's finalizer so that the low bits
+/// are well mixed too (cheap and stable).
+pub fn shard_of(trace_id: &[u8], shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in trace_id {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    (h % shards.max(1) as u64) as usize
+}
+
+/// Split a request into one request per shard, keeping each span with its resource and scope.
+fn split_by_trace(
+    r: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+    shards: usize,
+) -> Vec<(usize, Batch)> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    let mut out: Vec<ExportTraceServiceRequest> =
+        vec![ExportTraceServiceRequest::default(); shards];
+    for rs in r.resource_spans {
+        let mut per: Vec<Option<ResourceSpans>> = vec![None; shards];
+        for ss in rs.scope_spans {
+            let mut scoped: Vec<Option<ScopeSpans>> = vec![None; shards];
+            for span in ss.spans {
+                let i = shard_of(&span.trace_id, shards);
+                scoped[i]
+                    .get_or_insert_with(|| ScopeSpans {
+                        scope: ss.scope.clone(),
+                        schema_url: ss.schema_url.clone(),
+                        spans: Vec::new(),
+                    })
+                    .spans
+                    .push(span);
+            }
+            for (i, s) in scoped.into_iter().enumerate() {
+                if let Some(s) = s {
+                    per[i]
+                        .get_or_insert_with(|| ResourceSpans {
+                            resource: rs.resource.clone(),
+                            schema_url: rs.schema_url.clone(),
+                            scope_spans: Vec::new(),
+                        })
+                        .scope_spans
+                        .push(s);
+                }
+            }
+        }
+        for (i, p) in per.into_iter().enumerate() {
+            if let (Some(p), Some(o)) = (p, out.get_mut(i)) {
+                o.resource_spans.push(p);
+            }
+        }
+    }
+    out.into_iter()
+        .enumerate()
+        .filter(|(_, r)| !r.resource_spans.is_empty())
+        .map(|(i, r)| (i, Batch::Traces(r)))
+        .collect()
 }
 
 struct Runner {
@@ -246,5 +381,61 @@ impl Runner {
             }
         }
         !self.hard_stop.is_cancelled()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    #[test]
+    fn splitting_keeps_traces_together_with_their_resource_and_scope() {
+        let span = |t: u8, s: u8| Span {
+            trace_id: vec![t; 16],
+            span_id: vec![s; 8],
+            ..Default::default()
+        };
+        let scope = |n: &str| ScopeSpans {
+            scope: Some(InstrumentationScope {
+                name: n.into(),
+                ..Default::default()
+            }),
+            spans: Vec::new(),
+            ..Default::default()
+        };
+        let mut a = scope("a");
+        a.spans = (0..20u8).map(|t| span(t, 1)).collect();
+        let mut b = scope("b");
+        b.spans = (0..20u8).map(|t| span(t, 2)).collect();
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![a, b],
+                ..Default::default()
+            }],
+        };
+        let parts = split_by_trace(req, 4);
+        assert_eq!(parts.len(), 4, "20 traces spread over all 4 shards");
+        let mut seen = 0;
+        for (shard, batch) in parts {
+            let Batch::Traces(r) = batch else { panic!() };
+            for rs in &r.resource_spans {
+                for ss in &rs.scope_spans {
+                    let name = ss
+                        .scope
+                        .as_ref()
+                        .map(|s| s.name.clone())
+                        .unwrap_or_default();
+                    for s in &ss.spans {
+                        assert_eq!(shard_of(&s.trace_id, 4), shard);
+                        assert_eq!(name, if s.span_id[0] == 1 { "a" } else { "b" });
+                        seen += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(seen, 40);
     }
 }
