@@ -429,3 +429,121 @@ service:
     );
     s.shutdown().await;
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Known to fail today (issue #4): measured baseline 22 MiB, ~200 MiB while 100,000 traces are
+/// held, ~240 MiB after they have all left (a pass-through pipeline returns to ~58 MiB). Run it
+/// with `cargo test --test trace_assembly -- --ignored memory` while fixing that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "assembly memory does not yet return to its baseline after a burst (issue #4)"]
+async fn memory_returns_near_its_baseline_after_the_flush() {
+    use harness::child::Ragwatch;
+    if !std::path::Path::new("/proc/self/status").exists() {
+        eprintln!("SKIPPED: no /proc on this machine");
+        return;
+    }
+    let down = Backend::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("ragwatch.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: 127.0.0.1:0 }}
+    when_full: block
+processors:
+  trace_assembly:
+    wait_after_root: 2s
+    max_trace_age: 30s
+exporters:
+  otlp:
+    endpoint: {}
+service:
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [trace_assembly], exporters: [otlp] }}
+  telemetry:
+    metrics: {{ address: 127.0.0.1:0 }}
+"#,
+            down.grpc_endpoint()
+        ),
+    )
+    .expect("config");
+    let rw = Ragwatch::spawn(dir.path(), &["--config", cfg.to_str().expect("path")]);
+    let grpc = format!(
+        "http://{}",
+        rw.address("receiver otlp (grpc)").expect("grpc")
+    );
+    let pid = rw.child.id();
+    let mut c = TraceServiceClient::connect(grpc).await.expect("connect");
+    let send = |first: u32, count: u32| {
+        let mut reqs = Vec::new();
+        let mut spans = Vec::new();
+        for t in first..first + count {
+            for part in 0..3u8 {
+                let mut trace_id = vec![7u8; 16];
+                trace_id[..4].copy_from_slice(&t.to_be_bytes());
+                spans.push(Span {
+                    trace_id,
+                    span_id: vec![part + 1; 8],
+                    parent_span_id: if part == 0 { Vec::new() } else { vec![1; 8] },
+                    name: "x".repeat(64),
+                    ..Default::default()
+                });
+            }
+            if spans.len() >= 3000 {
+                reqs.push(harness::traces_request(std::mem::take(&mut spans)));
+            }
+        }
+        if !spans.is_empty() {
+            reqs.push(harness::traces_request(spans));
+        }
+        reqs
+    };
+    // Warm up, then take the baseline once that trace has left.
+    for r in send(0, 1000) {
+        c.export(r).await.expect("export");
+    }
+    assert!(down.wait_for_spans(3000, Duration::from_secs(30)).await);
+    let baseline = rss_kib(pid);
+    // Hold 100,000 traces at once (the grace keeps them all in memory), then let them go.
+    let mut peak = baseline;
+    for r in send(1000, 100_000) {
+        c.export(r).await.expect("export");
+        peak = peak.max(rss_kib(pid));
+    }
+    assert!(
+        down.wait_for_spans(3000 + 300_000, Duration::from_secs(60))
+            .await
+    );
+    // Give the assembler a few ticks to shrink its tables after the burst.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib(pid);
+    rw.sigterm();
+    let (code, log) = tokio::task::spawn_blocking(move || rw.wait())
+        .await
+        .expect("join");
+    assert_eq!(code, Some(0), "{log}");
+    eprintln!("RSS KiB: baseline {baseline}, peak {peak}, after the flush {after}");
+    assert!(
+        peak > baseline + 20 * 1024,
+        "the burst should have been held: {baseline} -> {peak}"
+    );
+    assert!(
+        after <= baseline + (peak - baseline) / 2,
+        "memory did not come back: baseline {baseline} KiB, peak {peak} KiB, after {after} KiB"
+    );
+}

@@ -461,9 +461,14 @@ fn to_requests(mode: Mode, traces: Vec<AssembledTrace>, mut late: Vec<HeldSpan>)
         }
         return out;
     }
+    // Traces flushed together leave in as few requests as possible (never splitting one), so a
+    // burst of small traces does not become a burst of tiny requests.
+    let mut chunk: Vec<(Origin<Resource>, Origin<InstrumentationScope>, Vec<Span>)> = Vec::new();
+    let mut chunk_spans = 0;
     for t in traces {
         let mut groups: Vec<ScopeGroup> = Vec::new();
         let origins = t.origins;
+        chunk_spans += t.spans.len();
         for (span, o) in t.spans.into_iter().zip(t.origin) {
             if let Some(g) = groups.iter_mut().find(|g| g.origin == o) {
                 g.spans.push(span);
@@ -474,11 +479,17 @@ fn to_requests(mode: Mode, traces: Vec<AssembledTrace>, mut late: Vec<HeldSpan>)
                 });
             }
         }
-        let held = groups.into_iter().filter_map(|g| {
+        chunk.extend(groups.into_iter().filter_map(|g| {
             let (r, s) = origins.get(g.origin)?;
             Some((r.clone(), s.clone(), g.spans))
-        });
-        out.push(Batch::Traces(build(held)));
+        }));
+        if chunk_spans >= MAX_SPANS_PER_REQUEST {
+            out.push(Batch::Traces(build(std::mem::take(&mut chunk).into_iter())));
+            chunk_spans = 0;
+        }
+    }
+    if !chunk.is_empty() {
+        out.push(Batch::Traces(build(chunk.into_iter())));
     }
     if !late.is_empty() {
         out.push(Batch::Traces(build(
@@ -488,6 +499,9 @@ fn to_requests(mode: Mode, traces: Vec<AssembledTrace>, mut late: Vec<HeldSpan>)
     }
     out
 }
+
+/// Flushed traces are combined into requests of about this many spans.
+const MAX_SPANS_PER_REQUEST: usize = 4096;
 
 struct ScopeGroup {
     origin: usize,
