@@ -7,6 +7,13 @@ use clap::{Parser, Subcommand};
 use ragwatch::Config;
 use ragwatch::config::{ConfigError, LogEncoding};
 
+/// jemalloc, with background threads, gives memory back to the system a few seconds after a
+/// burst (the system allocator keeps freed pages), so RSS follows what ragwatch holds rather than
+/// its peak. Tune with `_RJEM_MALLOC_CONF` (e.g. `dirty_decay_ms:1000`).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit code for a configuration that cannot be used (EX_USAGE, as linkerd2-proxy does).
 const EXIT_CONFIG: u8 = 64;
 

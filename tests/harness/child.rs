@@ -16,8 +16,14 @@ pub struct Ragwatch {
 impl Ragwatch {
     /// Start `ragwatch --log-format json <args>` in `cwd`.
     pub fn spawn(cwd: &Path, args: &[&str]) -> Ragwatch {
+        Ragwatch::spawn_with_env(cwd, args, &[])
+    }
+
+    /// The same, with extra environment variables.
+    pub fn spawn_with_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Ragwatch {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ragwatch"))
             .args(args)
+            .envs(env.iter().copied())
             .args(["--log-format", "json"])
             .current_dir(cwd)
             .stderr(Stdio::piped())
