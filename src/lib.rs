@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod analysis;
+pub mod attributes;
 pub mod config;
 pub mod derived;
 pub mod exporter;

@@ -160,17 +160,8 @@ pub enum FlushReason {
 impl AssembledTrace {
     /// The service.name of span `i`'s resource.
     pub fn service(&self, i: usize) -> Option<&str> {
-        use opentelemetry_proto::tonic::common::v1::any_value::Value;
         let (res, _) = self.origins.get(*self.origin.get(i)?)?;
-        res.0
-            .as_ref()?
-            .attributes
-            .iter()
-            .find(|kv| kv.key == "service.name")
-            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                Value::StringValue(s) => Some(s.as_str()),
-                _ => None,
-            })
+        crate::attributes::service_name(&res.0.as_ref()?.attributes)
     }
 }
 

@@ -6,7 +6,7 @@ pub mod patterns;
 
 use std::time::Instant;
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
 use crate::names::attrs as a;
@@ -18,20 +18,11 @@ pub use assembly::{AssembledTrace, TraceAnalyzer, TraceAssembly, TraceAssemblyCo
 pub struct TraceSummary;
 
 pub(crate) fn attr<'a>(s: &'a Span, k: &str) -> Option<&'a Value> {
-    s.attributes
-        .iter()
-        .find(|kv| kv.key == k)
-        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+    crate::attributes::get(&s.attributes, k)
 }
 
 fn put(s: &mut Span, k: &str, v: Value) {
-    if attr(s, k).is_none() {
-        s.attributes.push(KeyValue {
-            key: k.to_string(),
-            value: Some(AnyValue { value: Some(v) }),
-            ..Default::default()
-        });
-    }
+    crate::attributes::put(&mut s.attributes, k, v);
 }
 
 fn is_model_call(s: &Span) -> bool {
@@ -95,9 +86,7 @@ pub(crate) fn stage_of(s: &Span) -> Option<&str> {
     }
 }
 
-pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+pub(crate) use crate::attributes::hex;
 
 impl TraceAnalyzer for CriticalPathAnalyzer {
     fn analyze(&mut self, t: &mut AssembledTrace, now: Instant) {

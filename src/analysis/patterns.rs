@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::trace::v1::span::Event;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::{AssembledTrace, TraceAnalyzer, attr, hex, stage_of};
+use super::{AssembledTrace, TraceAnalyzer, hex, stage_of};
 use crate::config::{Problems, Validate};
 use crate::derived::DerivedMetrics;
 use crate::names::attrs as a;
@@ -158,11 +158,7 @@ fn failed(s: &Span) -> bool {
 }
 
 fn num(s: &Span, k: &str) -> Option<f64> {
-    match attr(s, k) {
-        Some(Value::DoubleValue(x)) => Some(*x),
-        Some(Value::IntValue(x)) => Some(*x as f64),
-        _ => None,
-    }
+    crate::attributes::get_f64(&s.attributes, k)
 }
 
 impl TraceAnalyzer for PatternAnalyzer {

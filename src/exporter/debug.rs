@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Delivered, ExportError, Payload};
+use crate::attributes::{hex, service_name};
 use crate::signal::Batch;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -47,12 +48,11 @@ impl DebugTransport {
         match &p.batch {
             Batch::Traces(r) => {
                 for rs in &r.resource_spans {
-                    let service = service_name(
-                        rs.resource
-                            .as_ref()
-                            .map(|r| &r.attributes[..])
-                            .unwrap_or(&[]),
-                    );
+                    let service = rs
+                        .resource
+                        .as_ref()
+                        .and_then(|r| service_name(&r.attributes))
+                        .unwrap_or("");
                     for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
                         let ms = span
                             .end_time_unix_nano
@@ -105,24 +105,6 @@ impl DebugTransport {
         }
         Ok(Delivered::default())
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn service_name(attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> &str {
-    use opentelemetry_proto::tonic::common::v1::any_value::Value;
-    attrs
-        .iter()
-        .find(|kv| kv.key == "service.name")
-        .and_then(
-            |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(Value::StringValue(s)) => Some(s.as_str()),
-                _ => None,
-            },
-        )
-        .unwrap_or("")
 }
 
 fn attributes(attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> String {

@@ -13,6 +13,7 @@ use super::aliases::{Status, canonical_provider};
 use super::metrics as m;
 use super::prices::{CostOutcome, PriceEntry, PriceTable, SuppliedCost, Unpriced};
 use super::view::{GenAiView, Stage, view};
+use crate::attributes::{kv, kv_f64, kv_i64, kv_str};
 use crate::config::{Problems, Validate};
 use crate::derived::DerivedMetrics;
 use crate::names::attrs as a;
@@ -149,20 +150,16 @@ impl GenAiProcessor {
                     && !issues.is_empty()
                     && !has(a::INSTRUMENTATION_ISSUES)
                 {
-                    add.push(KeyValue {
-                        key: a::INSTRUMENTATION_ISSUES.to_string(),
-                        value: Some(AnyValue {
-                            value: Some(Value::ArrayValue(ArrayValue {
-                                values: issues
-                                    .iter()
-                                    .map(|i| AnyValue {
-                                        value: Some(Value::StringValue(i.to_string())),
-                                    })
-                                    .collect(),
-                            })),
-                        }),
-                        ..Default::default()
-                    });
+                    let values = issues
+                        .iter()
+                        .map(|i| AnyValue {
+                            value: Some(Value::StringValue(i.to_string())),
+                        })
+                        .collect();
+                    add.push(kv(
+                        a::INSTRUMENTATION_ISSUES,
+                        Value::ArrayValue(ArrayValue { values }),
+                    ));
                 }
             }
         }
@@ -248,13 +245,7 @@ impl GenAiProcessor {
                     Unpriced::UnknownModel | Unpriced::MissingRate | Unpriced::NoModel
                 ) {
                     if !has(a::COST_UNPRICED) {
-                        add.push(KeyValue {
-                            key: a::COST_UNPRICED.to_string(),
-                            value: Some(AnyValue {
-                                value: Some(Value::BoolValue(true)),
-                            }),
-                            ..Default::default()
-                        });
+                        add.push(kv(a::COST_UNPRICED, Value::BoolValue(true)));
                     }
                     self.metrics
                         .add(m::UNPRICED, &[service, provider, model], 1.0, now);
@@ -360,14 +351,9 @@ impl GenAiProcessor {
             let service = rs
                 .resource
                 .as_ref()
-                .and_then(|res| res.attributes.iter().find(|kv| kv.key == "service.name"))
-                .and_then(
-                    |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                        Some(Value::StringValue(s)) => Some(s.clone()),
-                        _ => None,
-                    },
-                )
-                .unwrap_or_else(|| "unknown_service".to_string());
+                .and_then(|res| crate::attributes::service_name(&res.attributes))
+                .unwrap_or("unknown_service")
+                .to_string();
             for ss in &mut rs.scope_spans {
                 for span in &mut ss.spans {
                     self.enrich(span, &service, now);
@@ -455,36 +441,6 @@ pub fn lint(v: &GenAiView<'_>, stage: Stage) -> Vec<&'static str> {
         issues.push(issue::CONTRADICTORY_TOKENS);
     }
     issues
-}
-
-fn kv_str(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.to_string(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(v.to_string())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn kv_f64(k: &str, v: f64) -> KeyValue {
-    KeyValue {
-        key: k.to_string(),
-        value: Some(AnyValue {
-            value: Some(Value::DoubleValue(v)),
-        }),
-        ..Default::default()
-    }
-}
-
-fn kv_i64(k: &str, v: u64) -> KeyValue {
-    KeyValue {
-        key: k.to_string(),
-        value: Some(AnyValue {
-            value: Some(Value::IntValue(v.min(i64::MAX as u64) as i64)),
-        }),
-        ..Default::default()
-    }
 }
 
 /// Attribute keys that carry prompt or completion content.
