@@ -84,6 +84,8 @@ pub mod derived {
     );
     pub const BOTTLENECK_TRACES: (&str, &str) = ("rag.bottleneck.traces", "rag_bottleneck_traces");
     pub const TRACE_FINDINGS: (&str, &str) = ("rag.trace.findings", "rag_trace_findings");
+    pub const QUALITY_SCORE: (&str, &str) = ("rag.quality.score", "rag_quality_score");
+    pub const QUALITY_FLAGS: (&str, &str) = ("rag.quality.flags", "rag_quality_flags");
     /// Span metrics compatible with Jaeger's Monitor tab.
     pub const SPAN_CALLS: (&str, &str) = ("traces.span.metrics.calls", "traces_span_metrics_calls");
     pub const SPAN_DURATION: (&str, &str) = (
@@ -155,6 +157,13 @@ pub mod attrs {
     /// The synthetic span of `trace_assembly` in stream mode: a child of the root carrying the
     /// root's `rag.trace.*` attributes and the trace's findings as events.
     pub const ANALYSIS_SPAN: &str = "ragwatch.analysis";
+
+    /// The `quality` processor, on the root of a complete trace: each signal normalised to 0..1
+    /// as `rag.quality.<signal>` (retrieval_top, retrieval_mean, evaluation, feedback, answer),
+    /// their weighted mean, and how many there were. No signal, no score.
+    pub const QUALITY_PREFIX: &str = "rag.quality.";
+    pub const QUALITY_SCORE: &str = "rag.quality.score";
+    pub const QUALITY_SIGNALS: &str = "rag.quality.signals";
     pub const FINDING_NAME: &str = "name";
     pub const FINDING_DESCRIPTION: &str = "description";
     pub const FINDING_SEVERITY: &str = "severity";

@@ -3,6 +3,7 @@
 pub mod assembly;
 pub mod path;
 pub mod patterns;
+pub mod quality;
 
 use std::time::Instant;
 

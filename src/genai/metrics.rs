@@ -57,6 +57,8 @@ pub const SPAN_DURATION: usize = 13;
 pub const CRITICAL_PATH_SHARE: usize = 14;
 pub const BOTTLENECK_TRACES: usize = 15;
 pub const FINDINGS: usize = 16;
+pub const QUALITY_SCORE: usize = 17;
+pub const QUALITY_FLAGS: usize = 18;
 
 /// Shares, 0..1 in tenths.
 pub const SHARE_BUCKETS: &[f64] = &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
@@ -214,5 +216,23 @@ pub static DEFS: &[MetricDef] = &[
         unit: "{finding}",
         kind: Kind::Counter,
         labels: &["finding", "service"],
+    },
+    MetricDef {
+        otel_name: n::QUALITY_SCORE.0,
+        prom_name: n::QUALITY_SCORE.1,
+        help: "Quality score of complete traces (weighted mean of their quality signals)",
+        unit: "1",
+        kind: Kind::Histogram {
+            buckets: SHARE_BUCKETS,
+        },
+        labels: &["service"],
+    },
+    MetricDef {
+        otel_name: n::QUALITY_FLAGS.0,
+        prom_name: n::QUALITY_FLAGS.1,
+        help: "Quality problems of answers (truncated, content_filter, error), by flag",
+        unit: "{trace}",
+        kind: Kind::Counter,
+        labels: &["flag", "service"],
     },
 ];

@@ -39,9 +39,10 @@ pub enum ProcessorConfig {
     Batch(batch::BatchConfig),
     Genai(crate::genai::GenAiConfig),
     TraceAssembly(crate::analysis::TraceAssemblyConfig),
+    Quality(crate::analysis::quality::QualityConfig),
 }
 
-const KNOWN: &[&str] = &["batch", "genai", "trace_assembly"];
+const KNOWN: &[&str] = &["batch", "genai", "trace_assembly", "quality"];
 
 /// What building a processor may need from the running service.
 #[derive(Clone)]
@@ -65,6 +66,7 @@ impl ProcessorConfig {
             "trace_assembly" => {
                 deserialize_collecting(v, path, problems).map(ProcessorConfig::TraceAssembly)
             }
+            "quality" => deserialize_collecting(v, path, problems).map(ProcessorConfig::Quality),
             other => {
                 unknown_type("processor", other, KNOWN, path, problems);
                 None
@@ -76,7 +78,9 @@ impl ProcessorConfig {
     pub fn supports(&self, signal: Signal) -> bool {
         match self {
             ProcessorConfig::Batch(_) | ProcessorConfig::Genai(_) => true,
-            ProcessorConfig::TraceAssembly(_) => signal == Signal::Traces,
+            ProcessorConfig::TraceAssembly(_) | ProcessorConfig::Quality(_) => {
+                signal == Signal::Traces
+            }
         }
     }
 
@@ -103,6 +107,9 @@ impl ProcessorConfig {
                 ],
                 ctx.self_metrics.assembly(),
             )),
+            ProcessorConfig::Quality(c) => Box::new(
+                crate::analysis::quality::QualityProcessor::new(c.clone(), ctx.derived.clone()),
+            ),
         })
     }
 }
@@ -113,6 +120,7 @@ impl Validate for ProcessorConfig {
             ProcessorConfig::Batch(c) => c.validate(path, problems),
             ProcessorConfig::Genai(c) => c.validate(path, problems),
             ProcessorConfig::TraceAssembly(c) => c.validate(path, problems),
+            ProcessorConfig::Quality(c) => c.validate(path, problems),
         }
     }
 }
