@@ -10,6 +10,7 @@ pub mod attributes;
 pub mod config;
 pub mod derived;
 pub mod exporter;
+pub mod findings;
 pub mod genai;
 pub mod names;
 pub mod net;
@@ -19,6 +20,7 @@ pub mod receiver;
 pub mod rpc_status;
 pub mod service;
 pub mod signal;
+pub mod slo;
 pub mod telemetry;
 
 pub use config::Config;

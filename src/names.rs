@@ -86,6 +86,21 @@ pub mod derived {
     pub const TRACE_FINDINGS: (&str, &str) = ("rag.trace.findings", "rag_trace_findings");
     pub const QUALITY_SCORE: (&str, &str) = ("rag.quality.score", "rag_quality_score");
     pub const QUALITY_FLAGS: (&str, &str) = ("rag.quality.flags", "rag_quality_flags");
+    /// SLOs (`slo` processor): SLI and burn rate per window, error budget left over the period;
+    /// budgets: spend so far and projected at the end of the period.
+    pub const SLO_SLI_RATIO: (&str, &str) = ("rag.slo.sli_ratio", "rag_slo_sli_ratio");
+    pub const SLO_BURN_RATE: (&str, &str) = ("rag.slo.burn_rate", "rag_slo_burn_rate");
+    pub const SLO_ERROR_BUDGET_REMAINING: (&str, &str) = (
+        "rag.slo.error_budget_remaining",
+        "rag_slo_error_budget_remaining",
+    );
+    pub const BUDGET_SPEND: (&str, &str) = ("rag.budget.spend", "rag_budget_spend_usd");
+    pub const BUDGET_PROJECTED_SPEND: (&str, &str) = (
+        "rag.budget.projected_spend",
+        "rag_budget_projected_spend_usd",
+    );
+    /// Anomaly verdicts (`anomaly` processor).
+    pub const ANOMALIES: (&str, &str) = ("rag.anomalies", "rag_anomalies");
     /// Span metrics compatible with Jaeger's Monitor tab.
     pub const SPAN_CALLS: (&str, &str) = ("traces.span.metrics.calls", "traces_span_metrics_calls");
     pub const SPAN_DURATION: (&str, &str) = (
@@ -164,6 +179,11 @@ pub mod attrs {
     pub const QUALITY_PREFIX: &str = "rag.quality.";
     pub const QUALITY_SCORE: &str = "rag.quality.score";
     pub const QUALITY_SIGNALS: &str = "rag.quality.signals";
+    /// The `anomaly` processor, on the span concerned (or the root): true, the signals judged
+    /// anomalous (string array) and the largest robust z-score among them.
+    pub const ANOMALY: &str = "rag.anomaly";
+    pub const ANOMALY_SIGNALS: &str = "rag.anomaly.signals";
+    pub const ANOMALY_SCORE: &str = "rag.anomaly.score";
     pub const FINDING_NAME: &str = "name";
     pub const FINDING_DESCRIPTION: &str = "description";
     pub const FINDING_SEVERITY: &str = "severity";

@@ -41,6 +41,7 @@ pub struct Service {
     receivers: BTreeMap<String, otlp::RunningReceiver>,
     exporter_addrs: BTreeMap<String, SocketAddr>,
     derived: Arc<DerivedMetrics>,
+    findings: Arc<crate::findings::Findings>,
     admin_addr: SocketAddr,
     metrics: Arc<SelfMetrics>,
     health: Arc<Health>,
@@ -102,9 +103,11 @@ impl Service {
             hard_stop: hard_stop.clone(),
             stop_servers: stop_admin.clone(),
         };
+        let findings = Arc::new(crate::findings::Findings::default());
         let pctx = BuildContext {
             derived: derived.clone(),
             self_metrics: metrics.clone(),
+            findings: findings.clone(),
         };
 
         // Exporters first, only those some pipeline uses.
@@ -240,6 +243,7 @@ impl Service {
             receivers,
             exporter_addrs,
             derived,
+            findings,
             admin_addr,
             metrics,
             health,
@@ -271,6 +275,11 @@ impl Service {
     /// The store of metrics derived from spans.
     pub fn derived(&self) -> &Arc<DerivedMetrics> {
         &self.derived
+    }
+
+    /// The findings hub (SLO burn, budgets, anomalies).
+    pub fn findings(&self) -> &Arc<crate::findings::Findings> {
+        &self.findings
     }
 
     pub fn admin_addr(&self) -> SocketAddr {

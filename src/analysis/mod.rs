@@ -13,6 +13,50 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use crate::names::attrs as a;
 pub use assembly::{AssembledTrace, TraceAnalyzer, TraceAssembly, TraceAssemblyConfig};
 
+/// The spans of one trace within a batch, each with its resource's service name.
+pub struct TraceSpans<'a> {
+    /// The root's service (else the first span's).
+    pub service: &'a str,
+    pub spans: Vec<(&'a str, &'a mut Span)>,
+}
+
+impl TraceSpans<'_> {
+    /// The position of the root span, if the trace has it.
+    pub fn root(&self) -> Option<usize> {
+        self.spans.iter().position(|(_, s)| s.parent_span_id.is_empty())
+    }
+}
+
+/// Group a batch's spans by trace, in order of first appearance (`trace_assembly` in hold mode
+/// hands whole traces to the stages after it).
+pub fn group_by_trace(
+    r: &mut opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+) -> Vec<TraceSpans<'_>> {
+    let mut index: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
+    let mut out: Vec<TraceSpans<'_>> = Vec::new();
+    for rs in &mut r.resource_spans {
+        let service = rs
+            .resource
+            .as_ref()
+            .and_then(|res| crate::attributes::service_name(&res.attributes))
+            .unwrap_or("unknown_service");
+        for s in rs.scope_spans.iter_mut().flat_map(|ss| &mut ss.spans) {
+            let i = *index.entry(s.trace_id.clone()).or_insert_with(|| {
+                out.push(TraceSpans {
+                    service,
+                    spans: Vec::new(),
+                });
+                out.len() - 1
+            });
+            if s.parent_span_id.is_empty() {
+                out[i].service = service;
+            }
+            out[i].spans.push((service, s));
+        }
+    }
+    out
+}
+
 /// Marks traces without a root, and writes the root summary of complete ones: duration, span
 /// count, and the cost and tokens of its model calls.
 #[derive(Default)]

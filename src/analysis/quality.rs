@@ -3,7 +3,7 @@
 //! `rag.quality.score`. No signal, no score: nothing is made up. Put it after `trace_assembly`
 //! (hold mode), which hands it whole traces.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -280,27 +280,9 @@ fn mean(v: &[f64]) -> Option<f64> {
 impl Processor for QualityProcessor {
     fn on_input(&mut self, mut batch: Batch, now: Instant, out: &mut Vec<Batch>) {
         if let Batch::Traces(r) = &mut batch {
-            // Group the batch's spans by trace (trace_assembly hands over whole traces).
-            let mut traces: HashMap<Vec<u8>, (String, Vec<&mut Span>)> = HashMap::new();
-            for rs in &mut r.resource_spans {
-                let service = rs
-                    .resource
-                    .as_ref()
-                    .and_then(|res| crate::attributes::service_name(&res.attributes))
-                    .unwrap_or("unknown_service")
-                    .to_string();
-                for s in rs.scope_spans.iter_mut().flat_map(|ss| &mut ss.spans) {
-                    let entry = traces
-                        .entry(s.trace_id.clone())
-                        .or_insert_with(|| (String::new(), Vec::new()));
-                    if s.parent_span_id.is_empty() {
-                        entry.0 = service.clone();
-                    }
-                    entry.1.push(s);
-                }
-            }
-            for (service, spans) in traces.values_mut() {
-                self.score(service, spans, now);
+            for mut t in super::group_by_trace(r) {
+                let mut spans: Vec<&mut Span> = t.spans.iter_mut().map(|(_, s)| &mut **s).collect();
+                self.score(t.service, &mut spans, now);
             }
         }
         out.push(batch);

@@ -487,3 +487,30 @@ fn num(v: f64) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+impl DerivedMetrics {
+    /// The value of one sample of the Prometheus text, found by its name (with any `_total`,
+    /// `_sum` or `_count` suffix) and labels; for tests.
+    pub fn sample(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut text = String::new();
+        self.encode_prometheus(&mut text);
+        let scrape =
+            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).ok()?;
+        scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(k).unwrap_or("") == *v)
+            })
+            .and_then(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => Some(v),
+                _ => None,
+            })
+    }
+}

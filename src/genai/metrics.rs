@@ -59,6 +59,14 @@ pub const BOTTLENECK_TRACES: usize = 15;
 pub const FINDINGS: usize = 16;
 pub const QUALITY_SCORE: usize = 17;
 pub const QUALITY_FLAGS: usize = 18;
+pub const SLO_SLI_RATIO: usize = 19;
+pub const SLO_BURN_RATE: usize = 20;
+pub const SLO_ERROR_BUDGET_REMAINING: usize = 21;
+pub const BUDGET_SPEND: usize = 22;
+pub const BUDGET_PROJECTED_SPEND: usize = 23;
+pub const ANOMALIES: usize = 24;
+
+const SLO_LABELS: &[&str] = &["slo", "service", "scope", "window"];
 
 /// Shares, 0..1 in tenths.
 pub const SHARE_BUCKETS: &[f64] = &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
@@ -234,5 +242,53 @@ pub static DEFS: &[MetricDef] = &[
         unit: "{trace}",
         kind: Kind::Counter,
         labels: &["flag", "service"],
+    },
+    MetricDef {
+        otel_name: n::SLO_SLI_RATIO.0,
+        prom_name: n::SLO_SLI_RATIO.1,
+        help: "Share of good events of an SLO over a window (scope: the operation or model for SLOs with `by`)",
+        unit: "1",
+        kind: Kind::Gauge,
+        labels: SLO_LABELS,
+    },
+    MetricDef {
+        otel_name: n::SLO_BURN_RATE.0,
+        prom_name: n::SLO_BURN_RATE.1,
+        help: "How fast an SLO's error budget burns over a window (1 = exactly over the SLO period)",
+        unit: "1",
+        kind: Kind::Gauge,
+        labels: SLO_LABELS,
+    },
+    MetricDef {
+        otel_name: n::SLO_ERROR_BUDGET_REMAINING.0,
+        prom_name: n::SLO_ERROR_BUDGET_REMAINING.1,
+        help: "Share of an SLO's error budget left over its period (negative when overspent)",
+        unit: "1",
+        kind: Kind::Gauge,
+        labels: &["slo", "service", "scope"],
+    },
+    MetricDef {
+        otel_name: n::BUDGET_SPEND.0,
+        prom_name: n::BUDGET_SPEND.1,
+        help: "Spend counted against a budget in its current period",
+        unit: "USD",
+        kind: Kind::Gauge,
+        labels: &["budget"],
+    },
+    MetricDef {
+        otel_name: n::BUDGET_PROJECTED_SPEND.0,
+        prom_name: n::BUDGET_PROJECTED_SPEND.1,
+        help: "Projected spend of a budget at the end of its period, at the recent rate",
+        unit: "USD",
+        kind: Kind::Gauge,
+        labels: &["budget"],
+    },
+    MetricDef {
+        otel_name: n::ANOMALIES.0,
+        prom_name: n::ANOMALIES.1,
+        help: "Anomaly verdicts, by signal",
+        unit: "{anomaly}",
+        kind: Kind::Counter,
+        labels: &["signal", "service"],
     },
 ];

@@ -40,9 +40,10 @@ pub enum ProcessorConfig {
     Genai(crate::genai::GenAiConfig),
     TraceAssembly(crate::analysis::TraceAssemblyConfig),
     Quality(crate::analysis::quality::QualityConfig),
+    Slo(crate::slo::SloProcessorConfig),
 }
 
-const KNOWN: &[&str] = &["batch", "genai", "trace_assembly", "quality"];
+const KNOWN: &[&str] = &["batch", "genai", "trace_assembly", "quality", "slo"];
 
 /// What building a processor may need from the running service.
 #[derive(Clone)]
@@ -51,6 +52,8 @@ pub struct BuildContext {
     pub derived: std::sync::Arc<crate::derived::DerivedMetrics>,
     /// ragwatch's own metrics.
     pub self_metrics: std::sync::Arc<crate::telemetry::SelfMetrics>,
+    /// Where verdicts go (alerting listens).
+    pub findings: std::sync::Arc<crate::findings::Findings>,
 }
 
 impl ProcessorConfig {
@@ -67,6 +70,7 @@ impl ProcessorConfig {
                 deserialize_collecting(v, path, problems).map(ProcessorConfig::TraceAssembly)
             }
             "quality" => deserialize_collecting(v, path, problems).map(ProcessorConfig::Quality),
+            "slo" => deserialize_collecting(v, path, problems).map(ProcessorConfig::Slo),
             other => {
                 unknown_type("processor", other, KNOWN, path, problems);
                 None
@@ -78,7 +82,9 @@ impl ProcessorConfig {
     pub fn supports(&self, signal: Signal) -> bool {
         match self {
             ProcessorConfig::Batch(_) | ProcessorConfig::Genai(_) => true,
-            ProcessorConfig::TraceAssembly(_) | ProcessorConfig::Quality(_) => {
+            ProcessorConfig::TraceAssembly(_)
+            | ProcessorConfig::Quality(_)
+            | ProcessorConfig::Slo(_) => {
                 signal == Signal::Traces
             }
         }
@@ -110,6 +116,11 @@ impl ProcessorConfig {
             ProcessorConfig::Quality(c) => Box::new(
                 crate::analysis::quality::QualityProcessor::new(c.clone(), ctx.derived.clone()),
             ),
+            ProcessorConfig::Slo(c) => Box::new(crate::slo::SloProcessor::new(
+                c.clone(),
+                ctx.derived.clone(),
+                ctx.findings.clone(),
+            )),
         })
     }
 }
@@ -121,6 +132,7 @@ impl Validate for ProcessorConfig {
             ProcessorConfig::Genai(c) => c.validate(path, problems),
             ProcessorConfig::TraceAssembly(c) => c.validate(path, problems),
             ProcessorConfig::Quality(c) => c.validate(path, problems),
+            ProcessorConfig::Slo(c) => c.validate(path, problems),
         }
     }
 }
