@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod analysis;
+pub mod anomaly;
 pub mod attributes;
 pub mod config;
 pub mod derived;
@@ -21,6 +22,7 @@ pub mod rpc_status;
 pub mod service;
 pub mod signal;
 pub mod slo;
+pub mod synth;
 pub mod telemetry;
 
 pub use config::Config;

@@ -41,9 +41,10 @@ pub enum ProcessorConfig {
     TraceAssembly(crate::analysis::TraceAssemblyConfig),
     Quality(crate::analysis::quality::QualityConfig),
     Slo(crate::slo::SloProcessorConfig),
+    Anomaly(crate::anomaly::AnomalyConfig),
 }
 
-const KNOWN: &[&str] = &["batch", "genai", "trace_assembly", "quality", "slo"];
+const KNOWN: &[&str] = &["batch", "genai", "trace_assembly", "quality", "slo", "anomaly"];
 
 /// What building a processor may need from the running service.
 #[derive(Clone)]
@@ -71,6 +72,7 @@ impl ProcessorConfig {
             }
             "quality" => deserialize_collecting(v, path, problems).map(ProcessorConfig::Quality),
             "slo" => deserialize_collecting(v, path, problems).map(ProcessorConfig::Slo),
+            "anomaly" => deserialize_collecting(v, path, problems).map(ProcessorConfig::Anomaly),
             other => {
                 unknown_type("processor", other, KNOWN, path, problems);
                 None
@@ -84,7 +86,8 @@ impl ProcessorConfig {
             ProcessorConfig::Batch(_) | ProcessorConfig::Genai(_) => true,
             ProcessorConfig::TraceAssembly(_)
             | ProcessorConfig::Quality(_)
-            | ProcessorConfig::Slo(_) => {
+            | ProcessorConfig::Slo(_)
+            | ProcessorConfig::Anomaly(_) => {
                 signal == Signal::Traces
             }
         }
@@ -121,6 +124,11 @@ impl ProcessorConfig {
                 ctx.derived.clone(),
                 ctx.findings.clone(),
             )),
+            ProcessorConfig::Anomaly(c) => Box::new(crate::anomaly::AnomalyProcessor::new(
+                c.clone(),
+                ctx.derived.clone(),
+                ctx.findings.clone(),
+            )),
         })
     }
 }
@@ -133,6 +141,7 @@ impl Validate for ProcessorConfig {
             ProcessorConfig::TraceAssembly(c) => c.validate(path, problems),
             ProcessorConfig::Quality(c) => c.validate(path, problems),
             ProcessorConfig::Slo(c) => c.validate(path, problems),
+            ProcessorConfig::Anomaly(c) => c.validate(path, problems),
         }
     }
 }
