@@ -71,13 +71,15 @@ service:
     let q = |k: &str| get_f64(&root.attributes, &format!("rag.quality.{k}")).unwrap_or(f64::NAN);
     // The capture's retrieval returned doc-3 0.9287, doc-6 0.911, doc-8 0.8808, doc-11 0.8361;
     // the root carries an evaluation of 0.907 and a thumbs-up (1 on -1..1); the answer stopped.
+    // It asked for db.vector.query.top_k = 4 and got 4 documents: coverage 1.
     let mean = (0.9287 + 0.911 + 0.8808 + 0.8361) / 4.0;
     assert!((q("retrieval_top") - 0.9287).abs() < 1e-12);
     assert!((q("retrieval_mean") - mean).abs() < 1e-12);
+    assert!((q("retrieval_coverage") - 1.0).abs() < 1e-12);
     assert!((q("evaluation") - 0.907).abs() < 1e-12);
     assert!((q("feedback") - 1.0).abs() < 1e-12);
     assert!((q("answer") - 1.0).abs() < 1e-12);
-    assert!((q("score") - (0.9287 + mean + 0.907 + 1.0 + 1.0) / 5.0).abs() < 1e-12);
-    assert_eq!(q("signals"), 5.0);
+    assert!((q("score") - (0.9287 + mean + 1.0 + 0.907 + 1.0 + 1.0) / 6.0).abs() < 1e-12);
+    assert_eq!(q("signals"), 6.0);
     s.shutdown().await;
 }

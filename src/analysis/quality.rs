@@ -64,6 +64,23 @@ pub struct QualityConfig {
     /// Where user feedback is found.
     #[serde(default)]
     pub feedback: Vec<FeedbackSource>,
+    /// Attributes of a retrieval (or rerank) span giving the number of documents asked for.
+    #[serde(default = "default_top_k_attributes")]
+    pub top_k_attributes: Vec<String>,
+    /// Lexical groundedness of the answer in the retrieved text; only where both were captured.
+    #[serde(default)]
+    pub groundedness: bool,
+}
+
+fn default_top_k_attributes() -> Vec<String> {
+    [
+        "db.vector.query.top_k",
+        "gen_ai.retrieval.top_k",
+        "retrieval.top_k",
+        "reranker.top_k",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn unit_range() -> [f64; 2] {
@@ -77,16 +94,20 @@ impl Default for QualityConfig {
             score_range: unit_range(),
             weights: BTreeMap::new(),
             feedback: Vec::new(),
+            top_k_attributes: default_top_k_attributes(),
+            groundedness: false,
         }
     }
 }
 
-pub const SIGNALS: [&str; 5] = [
+pub const SIGNALS: [&str; 7] = [
     "retrieval_top",
     "retrieval_mean",
+    "retrieval_coverage",
     "evaluation",
     "feedback",
     "answer",
+    "groundedness",
 ];
 
 impl Validate for QualityConfig {
@@ -122,6 +143,8 @@ pub mod flag {
     pub const TRUNCATED: &str = "truncated";
     pub const CONTENT_FILTER: &str = "content_filter";
     pub const ERROR: &str = "error";
+    pub const EMPTY_OUTPUT: &str = "empty_output";
+    pub const EMPTY_RETRIEVAL: &str = "empty_retrieval";
 }
 
 pub struct QualityProcessor {
@@ -169,9 +192,33 @@ impl QualityProcessor {
             return;
         };
         let (mut tops, mut all, mut evals) = (Vec::new(), Vec::new(), Vec::new());
+        let mut coverage = Vec::new();
+        let mut empty_retrieval = false;
+        let mut retrieved_text = String::new();
         let mut answer: Option<(u64, f64, Vec<&'static str>)> = None;
+        let mut answer_text: Option<(u64, String)> = None;
         for s in spans.iter() {
             let v = view(s);
+            if v.stage == Some(Stage::Retrieval) {
+                let top_k = self
+                    .config
+                    .top_k_attributes
+                    .iter()
+                    .find_map(|k| get_f64(&s.attributes, k).or_else(|| str_num(&s.attributes, k)))
+                    .filter(|k| *k >= 1.0);
+                if has_documents_record(s) {
+                    let n = v.documents.len().max(indexed_documents(s)) as f64;
+                    if n == 0.0 {
+                        empty_retrieval = true;
+                        coverage.push(0.0);
+                    } else if let Some(k) = top_k {
+                        coverage.push((n / k).min(1.0));
+                    }
+                }
+                if self.config.groundedness {
+                    document_text(s, &mut retrieved_text);
+                }
+            }
             if v.stage == Some(Stage::Retrieval) || v.stage == Some(Stage::Rerank) {
                 let scores: Vec<f64> = v
                     .documents
@@ -208,8 +255,13 @@ impl QualityProcessor {
                 if v.finish_reasons.contains(&"content_filter") {
                     flags.push(flag::CONTENT_FILTER);
                 }
+                let text = output_text(s);
+                if !v.error && text.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                    flags.push(flag::EMPTY_OUTPUT);
+                }
                 let value = if flags.is_empty() { 1.0 } else { 0.0 };
                 answer = Some((s.end_time_unix_nano, value, flags));
+                answer_text = text.map(|t| (s.end_time_unix_nano, t));
             }
         }
         let mut signals: Vec<(&str, f64)> = Vec::new();
@@ -218,6 +270,9 @@ impl QualityProcessor {
         }
         if let Some(m) = mean(&all) {
             signals.push(("retrieval_mean", m));
+        }
+        if let Some(m) = mean(&coverage) {
+            signals.push(("retrieval_coverage", m));
         }
         if let Some(m) = mean(&evals) {
             signals.push(("evaluation", m));
@@ -229,6 +284,15 @@ impl QualityProcessor {
         if let Some((_, v, f)) = &answer {
             signals.push(("answer", *v));
             flags.extend(f.iter().copied());
+        }
+        if empty_retrieval {
+            flags.push(flag::EMPTY_RETRIEVAL);
+        }
+        if self.config.groundedness
+            && let Some((_, text)) = &answer_text
+            && let Some(g) = groundedness(text, &retrieved_text)
+        {
+            signals.push(("groundedness", g));
         }
         if signals.is_empty() {
             return;
@@ -271,6 +335,113 @@ impl QualityProcessor {
 
 fn str_num(attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue], k: &str) -> Option<f64> {
     crate::attributes::get_str(attrs, k)?.trim().parse().ok()
+}
+
+/// Whether the span records its documents at all (so that none means an empty retrieval, not
+/// an instrumentation that does not capture them).
+fn has_documents_record(s: &Span) -> bool {
+    s.attributes.iter().any(|kv| {
+        kv.key == "gen_ai.retrieval.documents"
+            || kv.key.starts_with("retrieval.documents.")
+            || kv.key == "retrieval.documents"
+    })
+}
+
+/// How many `retrieval.documents.N.*` documents the span has (whatever fields they carry).
+fn indexed_documents(s: &Span) -> usize {
+    s.attributes
+        .iter()
+        .filter_map(|kv| kv.key.strip_prefix("retrieval.documents."))
+        .filter_map(|rest| rest.split('.').next()?.parse::<usize>().ok())
+        .map(|i| i + 1)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Append the retrieved documents' text: OpenInference `retrieval.documents.N.document.content`
+/// and the `content` of the JSON objects of `gen_ai.retrieval.documents`.
+fn document_text(s: &Span, out: &mut String) {
+    for kv in &s.attributes {
+        let Some(Value::StringValue(v)) = kv.value.as_ref().and_then(|v| v.value.as_ref()) else {
+            continue;
+        };
+        if kv.key.starts_with("retrieval.documents.") && kv.key.ends_with(".document.content") {
+            out.push_str(v);
+            out.push('\n');
+        } else if kv.key == "gen_ai.retrieval.documents"
+            && let Ok(serde_json::Value::Array(docs)) = serde_json::from_str(v)
+        {
+            for d in docs {
+                if let Some(c) = d.get("content").and_then(|c| c.as_str()) {
+                    out.push_str(c);
+                    out.push('\n');
+                }
+            }
+        }
+    }
+}
+
+/// The answer's text, where content was captured: `gen_ai.output.messages` (parts of type
+/// text), OpenInference `llm.output_messages.N.message.content`, OpenLLMetry
+/// `gen_ai.completion.N.content`, or `output.value`.
+fn output_text(s: &Span) -> Option<String> {
+    let mut out: Option<String> = None;
+    let mut add = |t: &str| {
+        let o = out.get_or_insert_with(String::new);
+        o.push_str(t);
+        o.push('\n');
+    };
+    for kv in &s.attributes {
+        let Some(Value::StringValue(v)) = kv.value.as_ref().and_then(|v| v.value.as_ref()) else {
+            continue;
+        };
+        let k = kv.key.as_str();
+        if k == "gen_ai.output.messages" {
+            if let Ok(serde_json::Value::Array(msgs)) = serde_json::from_str(v) {
+                for m in msgs {
+                    for p in m.get("parts").and_then(|p| p.as_array()).into_iter().flatten() {
+                        if let Some(c) = p.get("content").and_then(|c| c.as_str()) {
+                            add(c);
+                        }
+                    }
+                }
+            }
+        } else if (k.starts_with("llm.output_messages.") && k.ends_with(".message.content"))
+            || (k.starts_with("gen_ai.completion.") && k.ends_with(".content"))
+            || k == "output.value"
+        {
+            add(v);
+        }
+    }
+    out
+}
+
+/// Words that carry no content.
+const STOPWORDS: &[&str] = &[
+    "the", "and", "for", "are", "but", "not", "you", "all", "any", "can", "had", "her", "was",
+    "one", "our", "out", "has", "have", "his", "how", "its", "may", "who", "that", "this", "with",
+    "from", "they", "will", "would", "there", "their", "what", "when", "which", "were", "been",
+    "also", "into", "than", "then", "them", "these", "those", "such", "some", "your", "about",
+    "only", "other", "more", "most", "very", "just", "does", "did", "each", "here", "over",
+];
+
+fn content_words(text: &str) -> std::collections::HashSet<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 3)
+        .map(str::to_lowercase)
+        .filter(|w| !STOPWORDS.contains(&w.as_str()))
+        .collect()
+}
+
+/// The share of the answer's content words found in the retrieved text; None when either text
+/// is missing or the answer has no content word.
+pub fn groundedness(answer: &str, retrieved: &str) -> Option<f64> {
+    let a = content_words(answer);
+    let r = content_words(retrieved);
+    if a.is_empty() || r.is_empty() {
+        return None;
+    }
+    Some(a.iter().filter(|w| r.contains(*w)).count() as f64 / a.len() as f64)
 }
 
 fn mean(v: &[f64]) -> Option<f64> {

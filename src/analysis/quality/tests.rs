@@ -171,3 +171,127 @@ fn no_signal_no_score() {
     assert!(q(&root, "score").is_none());
     assert!(root.attributes.is_empty());
 }
+
+fn retrieval(id: u8, top_k: Option<i64>, docs: Option<&str>) -> Span {
+    let mut attrs = vec![kv_str("gen_ai.operation.name", "retrieval")];
+    if let Some(k) = top_k {
+        attrs.push(kv("db.vector.query.top_k", Value::IntValue(k)));
+    }
+    if let Some(d) = docs {
+        attrs.push(kv_str("gen_ai.retrieval.documents", d));
+    }
+    span(id, Some(1), attrs, vec![])
+}
+
+#[test]
+fn coverage_is_returned_over_requested_and_an_empty_retrieval_scores_zero() {
+    // Two retrievals: 2 of top_k 4 (0.5) and 3 of top_k 2 (capped at 1): mean 0.75. The
+    // documents carry no score, so coverage is the only signal.
+    let (root, _) = run(
+        QualityConfig::default(),
+        vec![
+            span(1, None, vec![], vec![]),
+            retrieval(2, Some(4), Some(r#"[{"id":"a"},{"id":"b"}]"#)),
+            retrieval(3, Some(2), Some(r#"[{"id":"a"},{"id":"b"},{"id":"c"}]"#)),
+        ],
+    );
+    assert_eq!(q(&root, "retrieval_coverage"), Some(0.75));
+    assert_eq!(q(&root, "score"), Some(0.75));
+
+    // An empty one: 0, flagged, even without top_k.
+    let (root, d) = run(
+        QualityConfig::default(),
+        vec![
+            span(1, None, vec![], vec![]),
+            retrieval(2, None, Some("[]")),
+        ],
+    );
+    assert_eq!(q(&root, "retrieval_coverage"), Some(0.0));
+    assert_eq!(
+        d.sample(
+            "rag_quality_flags_total",
+            &[("flag", "empty_retrieval"), ("service", "unknown_service")]
+        ),
+        Some(1.0)
+    );
+
+    // No record of the documents at all: no coverage signal (and so no score).
+    let (root, _) = run(
+        QualityConfig::default(),
+        vec![span(1, None, vec![], vec![]), retrieval(2, Some(4), None)],
+    );
+    assert_eq!(q(&root, "retrieval_coverage"), None);
+    assert_eq!(q(&root, "score"), None);
+}
+
+#[test]
+fn lexical_groundedness_by_hand() {
+    // Content words (3+ letters, no stopwords): answer {paris, capital, france}; all in the
+    // retrieved text.
+    assert_eq!(
+        groundedness(
+            "Paris is the capital of France.",
+            "France's capital city is Paris."
+        ),
+        Some(1.0)
+    );
+    // {paris, hosts, louvre, museum}: only paris is found: 1/4.
+    assert_eq!(
+        groundedness("Paris hosts the Louvre museum", "Paris, France"),
+        Some(0.25)
+    );
+    assert_eq!(groundedness("", "text"), None);
+    assert_eq!(groundedness("an answer", ""), None);
+
+    let llm = |text: &str| {
+        span(
+            3,
+            Some(1),
+            vec![
+                kv_str("gen_ai.operation.name", "chat"),
+                kv_str(
+                    "gen_ai.output.messages",
+                    &format!(
+                        r#"[{{"role":"assistant","parts":[{{"type":"text","content":"{text}"}}]}}]"#
+                    ),
+                ),
+            ],
+            vec![],
+        )
+    };
+    let docs = vec![
+        kv_str("openinference.span.kind", "RETRIEVER"),
+        kv_str("retrieval.documents.0.document.content", "Paris, France"),
+    ];
+    let trace = |text: &str| {
+        vec![
+            span(1, None, vec![], vec![]),
+            span(2, Some(1), docs.clone(), vec![]),
+            llm(text),
+        ]
+    };
+    // Off by default.
+    let (root, _) = run(QualityConfig::default(), trace("Paris hosts the Louvre museum"));
+    assert_eq!(q(&root, "groundedness"), None);
+    let on = QualityConfig {
+        groundedness: true,
+        ..Default::default()
+    };
+    let (root, _) = run(on.clone(), trace("Paris hosts the Louvre museum"));
+    assert_eq!(q(&root, "groundedness"), Some(0.25));
+    // No top_k, so no coverage; answer 1 (no problem) and
+    // groundedness 0.25: score 0.625.
+    assert_eq!(q(&root, "retrieval_coverage"), None);
+    assert_eq!(q(&root, "score"), Some(0.625));
+
+    // An empty answer is flagged and scores the answer 0.
+    let (root, d) = run(on, trace(""));
+    assert_eq!(q(&root, "answer"), Some(0.0));
+    assert_eq!(
+        d.sample(
+            "rag_quality_flags_total",
+            &[("flag", "empty_output"), ("service", "unknown_service")]
+        ),
+        Some(1.0)
+    );
+}
