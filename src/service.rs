@@ -153,16 +153,23 @@ impl Service {
                 } else {
                     1
                 });
-            let mut chains = Vec::new();
+            let mut chains: Vec<Vec<Box<dyn crate::processor::Processor>>> = Vec::new();
             for _ in 0..shards {
                 let mut chain = Vec::new();
                 for name in &p.processors {
-                    if let Some(c) = config.processors.get(name) {
-                        chain.push(c.build(&pctx).map_err(|message| StartError::Processor {
-                            id: name.clone(),
-                            message,
-                        })?);
+                    let Some(c) = config.processors.get(name) else {
+                        continue;
+                    };
+                    // Stages with pipeline-wide state hand the other shards a handle onto it.
+                    if let Some(shared) = chains.first().and_then(|c0| c0.get(chain.len())?.share())
+                    {
+                        chain.push(shared);
+                        continue;
                     }
+                    chain.push(c.build(&pctx).map_err(|message| StartError::Processor {
+                        id: name.clone(),
+                        message,
+                    })?);
                 }
                 chains.push(chain);
             }

@@ -117,7 +117,12 @@ fn strings(v: &[&str]) -> Value {
 }
 
 /// One synthetic RAG trace starting at `start_ns`, as the spans of one resource.
-pub fn rag_trace(rng: &mut StdRng, p: &Profile, fault: Option<Fault>, start_ns: u64) -> ResourceSpans {
+pub fn rag_trace(
+    rng: &mut StdRng,
+    p: &Profile,
+    fault: Option<Fault>,
+    start_ns: u64,
+) -> ResourceSpans {
     let mut ids = Ids::new(rng);
     let tid = ids.trace_id.to_vec();
     let root_id = ids.span();
@@ -136,12 +141,21 @@ pub fn rag_trace(rng: &mut StdRng, p: &Profile, fault: Option<Fault>, start_ns: 
 
     // Embeddings.
     let d = jitter(rng, p.embed_ms, p.sigma);
-    let mut s = child(&mut ids, "embeddings text-embedding-3-small", SpanKind::Client, t, t + ms(d));
+    let mut s = child(
+        &mut ids,
+        "embeddings text-embedding-3-small",
+        SpanKind::Client,
+        t,
+        t + ms(d),
+    );
     s.attributes = vec![
         kv_str("gen_ai.operation.name", "embeddings"),
         kv_str("gen_ai.provider.name", &p.provider),
         kv_str("gen_ai.request.model", "text-embedding-3-small"),
-        kv_i64("gen_ai.usage.input_tokens", jitter(rng, 16.0, p.sigma) as u64),
+        kv_i64(
+            "gen_ai.usage.input_tokens",
+            jitter(rng, 16.0, p.sigma) as u64,
+        ),
     ];
     spans.push(s);
     t += ms(d);
@@ -160,22 +174,40 @@ pub fn rag_trace(rng: &mut StdRng, p: &Profile, fault: Option<Fault>, start_ns: 
     let docs: Vec<String> = (0..4)
         .map(|i| {
             let score = (base - 0.03 * i as f64 + rng.random_range(-0.02..0.02)).clamp(0.0, 1.0);
-            format!(r#"{{"id":"doc-{}","score":{score:.4}}}"#, rng.random_range(0..10_000))
+            format!(
+                r#"{{"id":"doc-{}","score":{score:.4}}}"#,
+                rng.random_range(0..10_000)
+            )
         })
         .collect();
-    let mut s = child(&mut ids, "retrieval vectors", SpanKind::Client, t, t + ms(d));
+    let mut s = child(
+        &mut ids,
+        "retrieval vectors",
+        SpanKind::Client,
+        t,
+        t + ms(d),
+    );
     s.attributes = vec![
         kv_str("gen_ai.operation.name", "retrieval"),
         kv_str("gen_ai.data_source.id", "vectors"),
         kv_i64("db.vector.query.top_k", 4),
-        kv_str("gen_ai.retrieval.documents", &format!("[{}]", docs.join(","))),
+        kv_str(
+            "gen_ai.retrieval.documents",
+            &format!("[{}]", docs.join(",")),
+        ),
     ];
     spans.push(s);
     t += ms(d);
 
     if p.rerank {
         let d = jitter(rng, 30.0, p.sigma);
-        let mut s = child(&mut ids, "rerank rerank-v3.5", SpanKind::Client, t, t + ms(d));
+        let mut s = child(
+            &mut ids,
+            "rerank rerank-v3.5",
+            SpanKind::Client,
+            t,
+            t + ms(d),
+        );
         s.attributes = vec![
             kv_str("gen_ai.operation.name", "rerank"),
             kv_str("gen_ai.provider.name", "cohere"),
@@ -233,7 +265,13 @@ pub fn rag_trace(rng: &mut StdRng, p: &Profile, fault: Option<Fault>, start_ns: 
         } else {
             ttft + (out - 1.0) * jitter(rng, p.per_token_ms, p.sigma / 2.0)
         };
-        let mut s = child(&mut ids, &format!("chat {}", p.model), SpanKind::Client, t, t + ms(d));
+        let mut s = child(
+            &mut ids,
+            &format!("chat {}", p.model),
+            SpanKind::Client,
+            t,
+            t + ms(d),
+        );
         s.attributes = vec![
             kv_str("gen_ai.operation.name", "chat"),
             kv_str("gen_ai.provider.name", &p.provider),
@@ -300,4 +338,3 @@ pub fn rag_trace(rng: &mut StdRng, p: &Profile, fault: Option<Fault>, start_ns: 
         ..Default::default()
     }
 }
-

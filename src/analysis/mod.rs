@@ -23,7 +23,9 @@ pub struct TraceSpans<'a> {
 impl TraceSpans<'_> {
     /// The position of the root span, if the trace has it.
     pub fn root(&self) -> Option<usize> {
-        self.spans.iter().position(|(_, s)| s.parent_span_id.is_empty())
+        self.spans
+            .iter()
+            .position(|(_, s)| s.parent_span_id.is_empty())
     }
 }
 

@@ -399,7 +399,12 @@ fn output_text(s: &Span) -> Option<String> {
         if k == "gen_ai.output.messages" {
             if let Ok(serde_json::Value::Array(msgs)) = serde_json::from_str(v) {
                 for m in msgs {
-                    for p in m.get("parts").and_then(|p| p.as_array()).into_iter().flatten() {
+                    for p in m
+                        .get("parts")
+                        .and_then(|p| p.as_array())
+                        .into_iter()
+                        .flatten()
+                    {
                         if let Some(c) = p.get("content").and_then(|c| c.as_str()) {
                             add(c);
                         }

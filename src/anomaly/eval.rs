@@ -61,10 +61,14 @@ impl Chain {
                 series_ttl: Duration::from_secs(600),
             },
         ));
-        let genai: Box<dyn Processor> =
-            Box::new(GenAiProcessor::new(GenAiConfig::default(), derived.clone())?);
-        let quality: Box<dyn Processor> =
-            Box::new(QualityProcessor::new(QualityConfig::default(), derived.clone()));
+        let genai: Box<dyn Processor> = Box::new(GenAiProcessor::new(
+            GenAiConfig::default(),
+            derived.clone(),
+        )?);
+        let quality: Box<dyn Processor> = Box::new(QualityProcessor::new(
+            QualityConfig::default(),
+            derived.clone(),
+        ));
         Ok(Chain {
             stages: vec![genai, quality],
             anomaly: AnomalyProcessor::new(config, derived, Arc::new(Findings::default())),
@@ -116,9 +120,7 @@ impl Chain {
 pub fn run(seed: u64, fault: Fault, clean: usize, fault_len: usize) -> Result<Outcome, String> {
     let profile = Profile::new("rag-api", "gpt-4o-mini");
     let mut chain = Chain::new(seed, AnomalyConfig::default())?;
-    let false_verdicts = (0..clean)
-        .filter(|_| chain.step(&profile, None))
-        .count();
+    let false_verdicts = (0..clean).filter(|_| chain.step(&profile, None)).count();
     let delay = (1..=fault_len).find(|_| chain.step(&profile, Some(fault)));
     Ok(Outcome {
         false_verdicts,

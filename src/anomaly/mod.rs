@@ -283,7 +283,11 @@ pub struct Verdict {
 }
 
 impl AnomalyProcessor {
-    pub fn new(config: AnomalyConfig, derived: Arc<DerivedMetrics>, findings: Arc<Findings>) -> Self {
+    pub fn new(
+        config: AnomalyConfig,
+        derived: Arc<DerivedMetrics>,
+        findings: Arc<Findings>,
+    ) -> Self {
         let robust = RobustParams {
             warmup: config.warmup,
             k: config.z_threshold,
@@ -360,7 +364,10 @@ impl AnomalyProcessor {
     fn judge(&mut self, spans: &mut [(&str, &mut Span)], service: &str, now: Instant) -> Verdict {
         let mut obs = Vec::new();
         let root = spans.iter().position(|(_, s)| s.parent_span_id.is_empty());
-        let trace_id = spans.first().map(|(_, s)| hex(&s.trace_id)).unwrap_or_default();
+        let trace_id = spans
+            .first()
+            .map(|(_, s)| hex(&s.trace_id))
+            .unwrap_or_default();
         // A failed call is short, cheap and answers nothing: its latency, tokens, cost and the
         // trace's quality belong to another population, judged by the error rate alone.
         let failed = spans.iter().any(|(_, s)| is_error(s));
@@ -370,7 +377,13 @@ impl AnomalyProcessor {
                 stage: "request".into(),
                 model: String::new(),
             };
-            self.observe(r, &key, Signal::ErrorRate, f64::from(u8::from(failed)), &mut obs);
+            self.observe(
+                r,
+                &key,
+                Signal::ErrorRate,
+                f64::from(u8::from(failed)),
+                &mut obs,
+            );
         }
         if let Some(r) = root.filter(|_| !failed) {
             let s = &*spans[r].1;
@@ -394,8 +407,7 @@ impl AnomalyProcessor {
                 self.observe(r, &key, Signal::Quality, q, &mut obs);
             }
         }
-        for i in 0..spans.len() {
-            let (svc, s) = (&spans[i].0, &*spans[i].1);
+        for (i, (svc, s)) in spans.iter().enumerate() {
             let Some(stage) = get_str(&s.attributes, a::RAG_STAGE) else {
                 continue;
             };
@@ -406,7 +418,13 @@ impl AnomalyProcessor {
                 model: v.model().unwrap_or_default().to_string(),
             };
             let error = is_error(s);
-            self.observe(i, &key, Signal::ErrorRate, f64::from(u8::from(error)), &mut obs);
+            self.observe(
+                i,
+                &key,
+                Signal::ErrorRate,
+                f64::from(u8::from(error)),
+                &mut obs,
+            );
             if error {
                 continue;
             }
@@ -479,8 +497,14 @@ impl AnomalyProcessor {
         let lead = flagged
             .iter()
             .max_by(|x, y| {
-                (x.outcome.sustained, x.outcome.z.map(f64::abs).unwrap_or(0.0))
-                    .partial_cmp(&(y.outcome.sustained, y.outcome.z.map(f64::abs).unwrap_or(0.0)))
+                (
+                    x.outcome.sustained,
+                    x.outcome.z.map(f64::abs).unwrap_or(0.0),
+                )
+                    .partial_cmp(&(
+                        y.outcome.sustained,
+                        y.outcome.z.map(f64::abs).unwrap_or(0.0),
+                    ))
                     .unwrap_or(std::cmp::Ordering::Equal)
             })
             .copied();

@@ -241,7 +241,9 @@ fn labelled_evaluation_small() {
     for (i, (name, fault)) in eval::scenarios().into_iter().enumerate() {
         let o = eval::run(100 + i as u64, fault, 500, 100).unwrap();
         assert_eq!(o.false_verdicts, 0, "{name}: false verdicts");
-        let d = o.delay.unwrap_or_else(|| panic!("{name}: not detected in 100 traces"));
+        let d = o
+            .delay
+            .unwrap_or_else(|| panic!("{name}: not detected in 100 traces"));
         assert!(d <= 100, "{name}: delay {d}");
     }
     assert_eq!(eval::false_verdicts(5, 3000).unwrap(), 0);

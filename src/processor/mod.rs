@@ -30,6 +30,46 @@ pub trait Processor: Send {
     fn tick_interval(&self) -> Option<Duration> {
         None
     }
+
+    /// A pipeline split into shards runs one chain per shard. A stage whose state must be one
+    /// for the whole pipeline (SLO windows, anomaly baselines) gives the other shards handles
+    /// onto it; None (the default) builds a fresh instance per shard.
+    fn share(&self) -> Option<Box<dyn Processor>> {
+        None
+    }
+}
+
+/// A stage shared by the shards of a pipeline: each shard's handle locks the one instance.
+pub struct Shared<P>(std::sync::Arc<std::sync::Mutex<P>>);
+
+impl<P: Processor + 'static> Shared<P> {
+    pub fn new(p: P) -> Self {
+        Shared(std::sync::Arc::new(std::sync::Mutex::new(p)))
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut P) -> R) -> R {
+        // A panic elsewhere while holding the lock must not stop the pipeline: take the state.
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g)
+    }
+}
+
+impl<P: Processor + 'static> Processor for Shared<P> {
+    fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
+        self.with(|p| p.on_input(batch, now, out))
+    }
+    fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
+        self.with(|p| p.on_tick(now, out))
+    }
+    fn on_shutdown(&mut self, out: &mut Vec<Batch>) {
+        self.with(|p| p.on_shutdown(out))
+    }
+    fn tick_interval(&self) -> Option<Duration> {
+        self.with(|p| p.tick_interval())
+    }
+    fn share(&self) -> Option<Box<dyn Processor>> {
+        Some(Box::new(Shared(self.0.clone())))
+    }
 }
 
 /// The configuration of one processor instance.
@@ -44,7 +84,14 @@ pub enum ProcessorConfig {
     Anomaly(crate::anomaly::AnomalyConfig),
 }
 
-const KNOWN: &[&str] = &["batch", "genai", "trace_assembly", "quality", "slo", "anomaly"];
+const KNOWN: &[&str] = &[
+    "batch",
+    "genai",
+    "trace_assembly",
+    "quality",
+    "slo",
+    "anomaly",
+];
 
 /// What building a processor may need from the running service.
 #[derive(Clone)]
@@ -87,9 +134,7 @@ impl ProcessorConfig {
             ProcessorConfig::TraceAssembly(_)
             | ProcessorConfig::Quality(_)
             | ProcessorConfig::Slo(_)
-            | ProcessorConfig::Anomaly(_) => {
-                signal == Signal::Traces
-            }
+            | ProcessorConfig::Anomaly(_) => signal == Signal::Traces,
         }
     }
 
@@ -119,16 +164,18 @@ impl ProcessorConfig {
             ProcessorConfig::Quality(c) => Box::new(
                 crate::analysis::quality::QualityProcessor::new(c.clone(), ctx.derived.clone()),
             ),
-            ProcessorConfig::Slo(c) => Box::new(crate::slo::SloProcessor::new(
+            ProcessorConfig::Slo(c) => Box::new(Shared::new(crate::slo::SloProcessor::new(
                 c.clone(),
                 ctx.derived.clone(),
                 ctx.findings.clone(),
-            )),
-            ProcessorConfig::Anomaly(c) => Box::new(crate::anomaly::AnomalyProcessor::new(
-                c.clone(),
-                ctx.derived.clone(),
-                ctx.findings.clone(),
-            )),
+            ))),
+            ProcessorConfig::Anomaly(c) => {
+                Box::new(Shared::new(crate::anomaly::AnomalyProcessor::new(
+                    c.clone(),
+                    ctx.derived.clone(),
+                    ctx.findings.clone(),
+                )))
+            }
         })
     }
 }

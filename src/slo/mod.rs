@@ -290,7 +290,10 @@ impl Validate for SloProcessorConfig {
         for (i, r) in self.burn_rules.iter().enumerate() {
             let p = format!("{path}.burn_rules.{i}");
             if r.short.is_zero() || r.short >= r.long {
-                problems.push(&format!("{p}.short"), "must be greater than 0 and shorter than long");
+                problems.push(
+                    &format!("{p}.short"),
+                    "must be greater than 0 and shorter than long",
+                );
             }
             if !(r.burn_rate.is_finite() && r.burn_rate > 0.0) {
                 problems.push(&format!("{p}.burn_rate"), "must be greater than 0");
@@ -543,7 +546,11 @@ impl SloProcessor {
             }
             let slo = &self.config.slos[e.slo];
             let fine = Ring::new(now, self.config.resolution, self.longest_window());
-            let period = Ring::new(now, (slo.period / 720).max(self.config.resolution), slo.period);
+            let period = Ring::new(
+                now,
+                (slo.period / 720).max(self.config.resolution),
+                slo.period,
+            );
             self.keys.insert(
                 key.clone(),
                 KeyState {
@@ -577,8 +584,7 @@ impl SloProcessor {
             let model = model_of(s);
             for b in &mut self.budgets {
                 if b.config.service.as_deref().is_some_and(|x| x != *service)
-                    || b
-                        .config
+                    || b.config
                         .model
                         .as_deref()
                         .is_some_and(|x| Some(x) != model.as_deref())

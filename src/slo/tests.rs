@@ -164,10 +164,18 @@ fn a_page_needs_both_windows_burning() {
     );
     // One trace a second: good (0.5 s) for 0..=49 s, slow (3 s) from 50 s.
     for s in 0..50u32 {
-        feed(&mut p, trace(1, "api", 0.5, false, vec![], vec![]), secs(t0, s as f64));
+        feed(
+            &mut p,
+            trace(1, "api", 0.5, false, vec![], vec![]),
+            secs(t0, s as f64),
+        );
     }
     for s in 50..60u32 {
-        feed(&mut p, trace(1, "api", 3.0, false, vec![], vec![]), secs(t0, s as f64));
+        feed(
+            &mut p,
+            trace(1, "api", 3.0, false, vec![], vec![]),
+            secs(t0, s as f64),
+        );
     }
     p.evaluate(secs(t0, 59.5));
     // 60 s window (buckets 0..=59): 50 good of 60, error ratio 1/6, burn (1/6)/0.1 = 1.667.
@@ -200,13 +208,25 @@ fn a_page_needs_both_windows_burning() {
     // Slow until 79 s: at 79.5 the 60 s window is buckets 20..=79: good 20..=49 (30) and bad
     // 50..=79 (30): burn 0.5/0.1 = 5.0, not above 5.
     for s in 60..80u32 {
-        feed(&mut p, trace(1, "api", 3.0, false, vec![], vec![]), secs(t0, s as f64));
+        feed(
+            &mut p,
+            trace(1, "api", 3.0, false, vec![], vec![]),
+            secs(t0, s as f64),
+        );
     }
     p.evaluate(secs(t0, 79.5));
     assert!((v("1m").unwrap() - 5.0).abs() < 1e-9);
-    assert_eq!(findings.published(), 0, "a burn of exactly 5 does not exceed 5");
+    assert_eq!(
+        findings.published(),
+        0,
+        "a burn of exactly 5 does not exceed 5"
+    );
     // One more slow second: buckets 21..=80 hold 29 good, 31 bad: burn (31/60)/0.1 = 5.167.
-    feed(&mut p, trace(7, "api", 3.0, false, vec![], vec![]), secs(t0, 80.0));
+    feed(
+        &mut p,
+        trace(7, "api", 3.0, false, vec![], vec![]),
+        secs(t0, 80.0),
+    );
     p.evaluate(secs(t0, 80.5));
     let f = findings.recent();
     assert_eq!(f.len(), 1);
@@ -220,7 +240,11 @@ fn a_page_needs_both_windows_burning() {
     // Recovery: good again from 81 s. At 90.5 the 10 s window (81..=90) is all good, so the
     // page stops although the long window still burns.
     for s in 81..91u32 {
-        feed(&mut p, trace(1, "api", 0.5, false, vec![], vec![]), secs(t0, s as f64));
+        feed(
+            &mut p,
+            trace(1, "api", 0.5, false, vec![], vec![]),
+            secs(t0, s as f64),
+        );
     }
     p.evaluate(secs(t0, 90.5));
     assert!(v("1m").unwrap() > 5.0);
@@ -277,7 +301,8 @@ fn availability_quality_cost_and_ttft_count_their_own_events() {
         resolution: Duration::from_secs(1),
         ..Default::default()
     };
-    let mut p = SloProcessor::with_clock(config, derived.clone(), findings, (t0, SystemTime::now()));
+    let mut p =
+        SloProcessor::with_clock(config, derived.clone(), findings, (t0, SystemTime::now()));
     let llm = |model: &str, cost: f64, ttft_ms: f64| {
         vec![
             kv_str(a::RAG_STAGE, "llm"),
@@ -291,7 +316,14 @@ fn availability_quality_cost_and_ttft_count_their_own_events() {
     // Trace 1: ok, score 0.9, cost 0.002 (from its span), ttft 300 ms on model a.
     feed(
         &mut p,
-        trace(1, "api", 1.0, false, vec![kv_f64(a::QUALITY_SCORE, 0.9)], llm("a", 0.002, 300.0)),
+        trace(
+            1,
+            "api",
+            1.0,
+            false,
+            vec![kv_f64(a::QUALITY_SCORE, 0.9)],
+            llm("a", 0.002, 300.0),
+        ),
         now,
     );
     // Trace 2: error, score 0.5, trace cost 0.05 on the root, ttft 800 ms on model a.
@@ -302,20 +334,36 @@ fn availability_quality_cost_and_ttft_count_their_own_events() {
             "api",
             1.0,
             true,
-            vec![kv_f64(a::QUALITY_SCORE, 0.5), kv_f64(a::TRACE_COST_USD, 0.05)],
+            vec![
+                kv_f64(a::QUALITY_SCORE, 0.5),
+                kv_f64(a::TRACE_COST_USD, 0.05),
+            ],
             llm("a", 0.05, 800.0),
         ),
         now,
     );
     // Trace 3: ok, no score (not counted by `good`), cost 0.001 on model b, ttft 100 ms.
-    feed(&mut p, trace(3, "api", 1.0, false, vec![], llm("b", 0.001, 100.0)), now);
+    feed(
+        &mut p,
+        trace(3, "api", 1.0, false, vec![], llm("b", 0.001, 100.0)),
+        now,
+    );
     // Trace 4: another service, filtered out of every SLO.
-    feed(&mut p, trace(4, "other", 1.0, true, vec![], llm("a", 9.0, 9000.0)), now);
+    feed(
+        &mut p,
+        trace(4, "other", 1.0, true, vec![], llm("a", 9.0, 9000.0)),
+        now,
+    );
     p.evaluate(secs(t0, 1.5));
     let sli = |slo: &str, scope: &str| {
         derived.sample(
             "rag_slo_sli_ratio",
-            &[("slo", slo), ("service", "api"), ("scope", scope), ("window", "10s")],
+            &[
+                ("slo", slo),
+                ("service", "api"),
+                ("scope", scope),
+                ("window", "10s"),
+            ],
         )
     };
     // up: 2 ok of 3. good: 1 of the 2 scored. cheap by model: a has traces 1 (0.002, good) and
@@ -361,8 +409,16 @@ fn a_budget_projects_the_recent_rate_to_the_end_of_its_period() {
     };
     // 1 USD a second on model a at 0..=4 s, and spend on model b that does not count.
     for s in 0..5u32 {
-        feed(&mut p, trace(1, "api", 0.1, false, vec![], llm("a")), secs(t0, s as f64));
-        feed(&mut p, trace(2, "api", 0.1, false, vec![], llm("b")), secs(t0, s as f64));
+        feed(
+            &mut p,
+            trace(1, "api", 0.1, false, vec![], llm("a")),
+            secs(t0, s as f64),
+        );
+        feed(
+            &mut p,
+            trace(2, "api", 0.1, false, vec![], llm("b")),
+            secs(t0, s as f64),
+        );
     }
     p.evaluate(secs(t0, 5.0));
     // Spent 5; rate 5 USD over the 5 s seen = 1 USD/s; 95 s left: projected 5 + 95 = 100.
@@ -376,10 +432,17 @@ fn a_budget_projects_the_recent_rate_to_the_end_of_its_period() {
 
     // Six more dollars by 10 s: spent 11 >= 10, critical.
     for s in 5..11u32 {
-        feed(&mut p, trace(1, "api", 0.1, false, vec![], llm("a")), secs(t0, s as f64));
+        feed(
+            &mut p,
+            trace(1, "api", 0.1, false, vec![], llm("a")),
+            secs(t0, s as f64),
+        );
     }
     p.evaluate(secs(t0, 10.5));
-    assert_eq!(findings.recent().last().unwrap().severity, Severity::Critical);
+    assert_eq!(
+        findings.recent().last().unwrap().severity,
+        Severity::Critical
+    );
 
     // A new period (wall 1100 s) starts from nothing, and nothing was spent in the last 10 s.
     p.evaluate(secs(t0, 100.0));

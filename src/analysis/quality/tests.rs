@@ -271,7 +271,10 @@ fn lexical_groundedness_by_hand() {
         ]
     };
     // Off by default.
-    let (root, _) = run(QualityConfig::default(), trace("Paris hosts the Louvre museum"));
+    let (root, _) = run(
+        QualityConfig::default(),
+        trace("Paris hosts the Louvre museum"),
+    );
     assert_eq!(q(&root, "groundedness"), None);
     let on = QualityConfig {
         groundedness: true,
