@@ -13,6 +13,7 @@ pub mod derived;
 pub mod exporter;
 pub mod findings;
 pub mod genai;
+pub mod loadgen;
 pub mod names;
 pub mod net;
 pub mod pipeline;

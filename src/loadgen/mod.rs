@@ -1,0 +1,1 @@
+//! The load generator behind `ragwatch-loadgen` (work in progress).
