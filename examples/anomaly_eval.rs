@@ -31,6 +31,9 @@ fn main() -> Result<(), String> {
     }
     let n = 100_000;
     let f = eval::false_verdicts(1000, n)?;
-    println!("\nclean stream: {f} false verdicts in {n} traces ({:.2} per 10,000)", f as f64 * 1e4 / n as f64);
+    println!(
+        "\nclean stream: {f} false verdicts in {n} traces ({:.2} per 10,000)",
+        f as f64 * 1e4 / n as f64
+    );
     Ok(())
 }

@@ -47,23 +47,34 @@ impl Health {
     }
 }
 
+/// The alert engine, once alerting has started.
+pub type AlertsSlot =
+    Arc<std::sync::OnceLock<Arc<std::sync::Mutex<crate::alerting::engine::Engine>>>>;
+
 #[derive(Clone)]
 struct AdminState {
     metrics: Arc<SelfMetrics>,
     health: Arc<Health>,
+    alerts: AlertsSlot,
 }
 
 pub fn serve(
     listener: TcpListener,
     metrics: Arc<SelfMetrics>,
     health: Arc<Health>,
+    alerts: AlertsSlot,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_handler))
-        .with_state(AdminState { metrics, health });
+        .route("/api/v1/alerts", get(alerts_handler))
+        .with_state(AdminState {
+            metrics,
+            health,
+            alerts,
+        });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
@@ -82,6 +93,20 @@ async fn metrics_handler(State(s): State<AdminState>) -> impl IntoResponse {
         )],
         s.metrics.encode(),
     )
+}
+
+/// Active alerts (pending, firing, and resolved ones still kept) as JSON.
+async fn alerts_handler(State(s): State<AdminState>) -> impl IntoResponse {
+    let now = std::time::SystemTime::now();
+    let alerts: Vec<serde_json::Value> = match s.alerts.get() {
+        Some(e) => e
+            .lock()
+            .map(|e| e.view(now).iter().map(|v| v.to_json()).collect())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let body = serde_json::json!({ "status": "success", "data": { "alerts": alerts } });
+    ([(CONTENT_TYPE, "application/json")], body.to_string())
 }
 
 async fn ready_handler(State(s): State<AdminState>) -> impl IntoResponse {

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod alerting;
 pub mod analysis;
 pub mod anomaly;
 pub mod attributes;

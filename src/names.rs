@@ -50,6 +50,10 @@ pub mod metrics {
     pub const TRACE_EVICTIONS: &str = "ragwatch_trace_evictions";
     /// Spans that arrived after their trace was flushed (exported at once).
     pub const TRACE_LATE_SPANS: &str = "ragwatch_trace_late_spans";
+    /// Alerts firing, by alertname and severity (gauge).
+    pub const ALERTS_FIRING: &str = "ragwatch_alerts_firing";
+    /// Alert notifications, by receiver and result.
+    pub const ALERT_NOTIFICATIONS: &str = "ragwatch_alert_notifications";
 }
 
 /// Metrics derived from spans (the `genai` processor), served by the `prometheus` exporter and

@@ -42,6 +42,8 @@ pub struct Service {
     exporter_addrs: BTreeMap<String, SocketAddr>,
     derived: Arc<DerivedMetrics>,
     findings: Arc<crate::findings::Findings>,
+    stop_alerts: CancellationToken,
+    alert_tasks: Vec<JoinHandle<()>>,
     admin_addr: SocketAddr,
     metrics: Arc<SelfMetrics>,
     health: Arc<Health>,
@@ -83,10 +85,12 @@ impl Service {
                 address: admin_address.clone(),
                 source,
             })?;
+        let alerts_slot: admin::AlertsSlot = Default::default();
         let admin_task = admin::serve(
             admin_listener,
             metrics.clone(),
             health.clone(),
+            alerts_slot.clone(),
             stop_admin.clone(),
         );
         let limits = &config.service.derived_metrics;
@@ -132,6 +136,21 @@ impl Service {
             }
         }
         health.set_exporters_started();
+
+        // Alerting listens to the findings of the pipelines built below.
+        let stop_alerts = CancellationToken::new();
+        let mut alert_tasks = Vec::new();
+        if let Some(a) = &config.alerts {
+            let running = crate::alerting::start(
+                a,
+                &findings,
+                derived.clone(),
+                metrics.clone(),
+                stop_alerts.clone(),
+            );
+            let _ = alerts_slot.set(running.engine);
+            alert_tasks = running.tasks;
+        }
 
         // Pipelines.
         let mut pipelines = Vec::new();
@@ -251,6 +270,8 @@ impl Service {
             exporter_addrs,
             derived,
             findings,
+            stop_alerts,
+            alert_tasks,
             admin_addr,
             metrics,
             health,
@@ -315,6 +336,11 @@ impl Service {
 
         // 3. Exporters: queues close with the pipelines; consumers drain them.
         drain(self.exporter_tasks, deadline, &self.hard_stop, "exporters").await;
+        // 4. Alerting: its state is saved at every change; stop its tasks.
+        self.stop_alerts.cancel();
+        for t in self.alert_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
         self.stop_admin.cancel();
         let _ = self.admin_task.await;
         tracing::info!("shutdown complete");

@@ -195,42 +195,53 @@ impl TraceAnalyzer for PatternAnalyzer {
                 continue;
             };
             let parent_start = t.spans[p].start_time_unix_nano;
-            // sequential_calls: runs of non-overlapping LLM / retrieval / tool siblings.
-            let mut calls: Vec<usize> = kids
-                .iter()
-                .copied()
-                .filter(|i| matches!(stage_of(&t.spans[*i]), Some("llm" | "retrieval" | "tool")))
-                .collect();
-            calls.sort_by_key(|i| t.spans[*i].start_time_unix_nano);
-            let mut run: Vec<usize> = Vec::new();
-            let flush_run = |run: &mut Vec<usize>, found: &mut Vec<(usize, Event)>| {
-                let total: f64 = run.iter().map(|i| ms(&t.spans[*i])).sum();
-                if run.len() >= 2 && total >= c.sequential_min_share * trace_ms {
-                    let ids: Vec<&[u8]> =
-                        run.iter().map(|i| t.spans[*i].span_id.as_slice()).collect();
-                    let names: Vec<&str> = run.iter().map(|i| t.spans[*i].name.as_str()).collect();
-                    let d = format!(
-                        "{} calls ran one after another ({}) and took {total:.1} ms, {:.0}% of the {trace_ms:.1} ms trace; they may run in parallel",
-                        run.len(),
-                        names.join(", "),
-                        100.0 * total / trace_ms
-                    );
-                    found.push((
-                        p,
-                        finding_event(parent_start, finding::SEQUENTIAL_CALLS, d, "warning", &ids),
-                    ));
+            // sequential_calls: runs of non-overlapping sibling calls of one stage (LLM, retrieval
+            // or tool). Calls of different stages are left alone: an answer waits for its
+            // retrieval by design.
+            for stage in ["llm", "retrieval", "tool"] {
+                let mut calls: Vec<usize> = kids
+                    .iter()
+                    .copied()
+                    .filter(|i| stage_of(&t.spans[*i]) == Some(stage))
+                    .collect();
+                calls.sort_by_key(|i| t.spans[*i].start_time_unix_nano);
+                let mut run: Vec<usize> = Vec::new();
+                let flush_run = |run: &mut Vec<usize>, found: &mut Vec<(usize, Event)>| {
+                    let total: f64 = run.iter().map(|i| ms(&t.spans[*i])).sum();
+                    if run.len() >= 2 && total >= c.sequential_min_share * trace_ms {
+                        let ids: Vec<&[u8]> =
+                            run.iter().map(|i| t.spans[*i].span_id.as_slice()).collect();
+                        let names: Vec<&str> =
+                            run.iter().map(|i| t.spans[*i].name.as_str()).collect();
+                        let d = format!(
+                            "{} calls ran one after another ({}) and took {total:.1} ms, {:.0}% of the {trace_ms:.1} ms trace; they may run in parallel",
+                            run.len(),
+                            names.join(", "),
+                            100.0 * total / trace_ms
+                        );
+                        found.push((
+                            p,
+                            finding_event(
+                                parent_start,
+                                finding::SEQUENTIAL_CALLS,
+                                d,
+                                "warning",
+                                &ids,
+                            ),
+                        ));
+                    }
+                    run.clear();
+                };
+                for &i in &calls {
+                    if let Some(&last) = run.last()
+                        && t.spans[i].start_time_unix_nano < t.spans[last].end_time_unix_nano
+                    {
+                        flush_run(&mut run, &mut found);
+                    }
+                    run.push(i);
                 }
-                run.clear();
-            };
-            for &i in &calls {
-                if let Some(&last) = run.last()
-                    && t.spans[i].start_time_unix_nano < t.spans[last].end_time_unix_nano
-                {
-                    flush_run(&mut run, &mut found);
-                }
-                run.push(i);
+                flush_run(&mut run, &mut found);
             }
-            flush_run(&mut run, &mut found);
 
             // repeated_retrieval: the same retrieval operation again and again under one parent.
             let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();

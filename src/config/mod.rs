@@ -38,6 +38,9 @@ pub struct Config {
     pub processors: BTreeMap<String, ProcessorConfig>,
     pub exporters: BTreeMap<String, ExporterConfig>,
     pub service: ServiceConfig,
+    /// Alerting (optional).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<crate::alerting::AlertsConfig>,
 }
 
 /// Something that can check itself and report every problem under a key path.
@@ -101,7 +104,7 @@ impl Config {
     }
 }
 
-const TOP_LEVEL_KEYS: [&str; 4] = ["receivers", "processors", "exporters", "service"];
+const TOP_LEVEL_KEYS: [&str; 5] = ["receivers", "processors", "exporters", "service", "alerts"];
 
 fn build(root: Value, problems: &mut Problems) -> Option<Config> {
     let mut top = match root {
@@ -166,11 +169,20 @@ fn build(root: Value, problems: &mut Problems) -> Option<Config> {
     }
     service.validate("service", problems);
     service.check_references(&declared, &receivers, &processors, &exporters, problems);
+    let alerts: Option<crate::alerting::AlertsConfig> = match top.remove("alerts") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let a: crate::alerting::AlertsConfig = deserialize_collecting(v, "alerts", problems)?;
+            a.validate("alerts", problems);
+            Some(a)
+        }
+    };
     Some(Config {
         receivers,
         processors,
         exporters,
         service,
+        alerts,
     })
 }
 

@@ -291,6 +291,17 @@ impl DerivedMetrics {
     }
 
     /// The Prometheus text exposition format (0.0.4). A metric with no series is left out.
+    /// The current value of each series of a counter or gauge (the overflow series left out).
+    pub fn values(&self, metric: usize) -> Vec<(Vec<String>, f64)> {
+        let Some(m) = self.metrics.get(metric) else {
+            return Vec::new();
+        };
+        self.snapshot(m)
+            .into_iter()
+            .filter_map(|(labels, s)| Some((labels?, s.value)))
+            .collect()
+    }
+
     pub fn encode_prometheus(&self, out: &mut String) {
         use std::fmt::Write;
         for m in &self.metrics {

@@ -64,6 +64,21 @@ pub struct SelfMetrics {
     pipeline_queue_capacity: Family<PipelineLabels, Gauge>,
     pipeline_dropped: Family<PipelineLabels, Counter>,
     assembly: crate::analysis::assembly::AssemblyCounters,
+    alerts_firing: Family<AlertLabels, Gauge>,
+    alerts_firing_known: Mutex<std::collections::BTreeSet<(String, String)>>,
+    alert_notifications: Family<NotificationLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub alertname: String,
+    pub severity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    pub receiver: String,
+    pub result: String,
 }
 
 fn per_signal<L>(reg: &mut Registry, names: [&str; 3], help: &str) -> PerSignal<L>
@@ -140,6 +155,9 @@ impl SelfMetrics {
             pipeline_queue_capacity: Default::default(),
             pipeline_dropped: Default::default(),
             assembly: Default::default(),
+            alerts_firing: Default::default(),
+            alerts_firing_known: Mutex::new(Default::default()),
+            alert_notifications: Default::default(),
             registry: Mutex::new(Registry::default()),
         };
         r.register(
@@ -197,6 +215,16 @@ impl SelfMetrics {
             "Spans that arrived after their trace was flushed, exported at once",
             s.assembly.late_spans.clone(),
         );
+        r.register(
+            m::ALERTS_FIRING,
+            "Alerts firing, by alert name and severity",
+            s.alerts_firing.clone(),
+        );
+        r.register(
+            m::ALERT_NOTIFICATIONS,
+            "Alert notifications by receiver and result (success, retried, failed, dropped)",
+            s.alert_notifications.clone(),
+        );
         if let Ok(mut reg) = s.registry.lock() {
             *reg = r;
         }
@@ -208,6 +236,36 @@ impl SelfMetrics {
         if let Ok(mut reg) = self.registry.lock() {
             reg.register(name, help, metric);
         }
+    }
+
+    /// Set the firing alerts' gauges; those no longer firing go to 0.
+    pub fn set_alerts_firing(&self, firing: &std::collections::BTreeMap<(String, String), u64>) {
+        let Ok(mut known) = self.alerts_firing_known.lock() else {
+            return;
+        };
+        known.extend(firing.keys().cloned());
+        for (name, severity) in known.iter() {
+            let n = firing
+                .get(&(name.clone(), severity.clone()))
+                .copied()
+                .unwrap_or(0);
+            self.alerts_firing
+                .get_or_create(&AlertLabels {
+                    alertname: name.clone(),
+                    severity: severity.clone(),
+                })
+                .set(n as i64);
+        }
+    }
+
+    /// Count one notification outcome.
+    pub fn count_notification(&self, receiver: &str, result: &str) {
+        self.alert_notifications
+            .get_or_create(&NotificationLabels {
+                receiver: receiver.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition of every registered metric.

@@ -76,6 +76,7 @@ pub fn free_port() -> SocketAddr {
 pub mod backend;
 pub mod child;
 pub mod fixtures;
+pub mod webhook;
 
 /// One export request holding `spans` under an empty resource and scope.
 pub fn traces_request(
