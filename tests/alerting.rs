@@ -7,16 +7,11 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use harness::backend::Backend;
+use harness::load::Load;
 use harness::webhook::Sink;
 use hmac::{Hmac, Mac};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use ragwatch::Service;
-use ragwatch::synth::{Fault, Profile, rag_trace};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use sha2::Sha256;
-use tonic::transport::Channel;
 
 /// A service whose latency SLO (4 s, 90%) pages when 10 s and 1 s both burn faster than 2, with
 /// alert timings shortened for the test; `receiver` is the YAML of one receiver named `hook`;
@@ -64,48 +59,6 @@ service:
         down.grpc_endpoint()
     ))
     .await
-}
-
-struct Load {
-    client: TraceServiceClient<Channel>,
-    rng: StdRng,
-    profile: Profile,
-}
-
-impl Load {
-    async fn new(s: &Service) -> Load {
-        Load {
-            client: TraceServiceClient::connect(harness::grpc_url(s))
-                .await
-                .expect("connect"),
-            rng: StdRng::seed_from_u64(9),
-            profile: Profile {
-                error_rate: 0.0,
-                ..Profile::new("rag-api", "gpt-4o-mini")
-            },
-        }
-    }
-
-    /// `n` traces with retrieval 40x slower (80 ms → 3.2 s): each breaks the 4 s objective.
-    async fn slow(&mut self, n: usize) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64;
-        let req = ExportTraceServiceRequest {
-            resource_spans: (0..n)
-                .map(|_| {
-                    rag_trace(
-                        &mut self.rng,
-                        &self.profile,
-                        Some(Fault::SlowRetrieval(40.0)),
-                        now,
-                    )
-                })
-                .collect(),
-        };
-        self.client.export(req).await.expect("export");
-    }
 }
 
 const QUICK: &str = "  repeat_interval: 1h\n  resolve_after: 1500ms";

@@ -67,6 +67,24 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
     }
 }
 
+/// Wait until the async `cond` holds, checking every 50 ms, for at most `limit`.
+pub async fn eventually_async<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A loopback port that nothing listens on now (bound, then released).
 pub fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -76,6 +94,7 @@ pub fn free_port() -> SocketAddr {
 pub mod backend;
 pub mod child;
 pub mod fixtures;
+pub mod load;
 pub mod webhook;
 
 /// One export request holding `spans` under an empty resource and scope.
