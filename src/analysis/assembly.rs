@@ -274,8 +274,18 @@ impl TraceAssembly {
             has_root: held.has_root,
             reason,
         };
-        for a in &mut self.analyzers {
-            a.analyze(&mut t, now);
+        // A trace analysed by a ragwatch before this one (chained) keeps that analysis: its
+        // root carries the summary, and analysing again would add every finding twice.
+        let analysed = t.spans.iter().any(|s| {
+            s.parent_span_id.is_empty()
+                && s.attributes
+                    .iter()
+                    .any(|kv| kv.key == crate::names::attrs::TRACE_DURATION_MS)
+        });
+        if !analysed {
+            for a in &mut self.analyzers {
+                a.analyze(&mut t, now);
+            }
         }
         out.push(t);
     }

@@ -118,6 +118,11 @@ impl GenAiProcessor {
 
     /// Enrich one span in place and record its metrics.
     pub fn enrich(&self, span: &mut Span, service: &str, now: Instant) {
+        // A span that carries `rag.stage` went through a ragwatch already (chained behind
+        // another one): enriching or counting it again would double it.
+        if span.attributes.iter().any(|kv| kv.key == a::RAG_STAGE) {
+            return;
+        }
         let mut add: Vec<KeyValue> = Vec::new();
         let mut overflow: Option<String> = None;
         {
