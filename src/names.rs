@@ -54,6 +54,37 @@ pub mod metrics {
     pub const ALERTS_FIRING: &str = "ragwatch_alerts_firing";
     /// Alert notifications, by receiver and result.
     pub const ALERT_NOTIFICATIONS: &str = "ragwatch_alert_notifications";
+    /// Every name above, for checks against dashboards and rules.
+    pub const ALL: &[&str] = &[
+        RECEIVER_ACCEPTED_SPANS,
+        RECEIVER_REFUSED_SPANS,
+        RECEIVER_ACCEPTED_METRIC_POINTS,
+        RECEIVER_REFUSED_METRIC_POINTS,
+        RECEIVER_ACCEPTED_LOG_RECORDS,
+        RECEIVER_REFUSED_LOG_RECORDS,
+        RECEIVER_REQUESTS,
+        RECEIVER_EMPTY_JSON_REQUESTS,
+        EXPORTER_SENT_SPANS,
+        EXPORTER_SEND_FAILED_SPANS,
+        EXPORTER_ENQUEUE_FAILED_SPANS,
+        EXPORTER_SENT_METRIC_POINTS,
+        EXPORTER_SEND_FAILED_METRIC_POINTS,
+        EXPORTER_ENQUEUE_FAILED_METRIC_POINTS,
+        EXPORTER_SENT_LOG_RECORDS,
+        EXPORTER_SEND_FAILED_LOG_RECORDS,
+        EXPORTER_ENQUEUE_FAILED_LOG_RECORDS,
+        EXPORTER_QUEUE_SIZE,
+        EXPORTER_QUEUE_CAPACITY,
+        EXPORTER_RETRIES,
+        PIPELINE_QUEUE_ITEMS,
+        PIPELINE_QUEUE_CAPACITY,
+        PIPELINE_DROPPED_ITEMS,
+        TRACES_IN_FLIGHT,
+        TRACE_EVICTIONS,
+        TRACE_LATE_SPANS,
+        ALERTS_FIRING,
+        ALERT_NOTIFICATIONS,
+    ];
 }
 
 /// Metrics derived from spans (the `genai` processor), served by the `prometheus` exporter and

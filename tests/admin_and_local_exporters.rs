@@ -61,11 +61,30 @@ async fn admin_endpoint_serves_health_readiness_and_metrics() {
         "ragwatch_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 1",
         "ragwatch_exporter_queue_capacity{exporter=\"debug\"} 1000",
         "ragwatch_pipeline_queue_capacity{pipeline=\"traces\"} 50000",
-        "# TYPE ragwatch_exporter_sent_spans counter",
+        "# TYPE ragwatch_exporter_sent_spans_total counter",
         "# TYPE ragwatch_exporter_queue_size gauge",
     ] {
         assert!(text.contains(name), "missing {name} in\n{text}");
     }
+    assert!(
+        !text.contains("# EOF"),
+        "Prometheus text format 0.0.4 by default"
+    );
+    // A client asking for OpenMetrics (as Prometheus does) gets it.
+    let om = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .header("accept", "application/openmetrics-text;version=1.0.0")
+        .send()
+        .await
+        .expect("metrics");
+    assert!(
+        om.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|v| v.starts_with("application/openmetrics-text"))
+    );
+    let om = om.text().await.expect("text");
+    assert!(om.contains("# TYPE ragwatch_exporter_sent_spans counter"));
+    assert!(om.trim_end().ends_with("# EOF"));
     s.shutdown().await;
 }
 
