@@ -1,0 +1,142 @@
+//! The hot functions, one criterion group each: OTLP decode, the GenAI view, cost lookup, trace
+//! assembly and the critical path. `cargo bench --bench hot`; the numbers are in the README.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use ragwatch::analysis::path::{Kind, SpanNode, analyze};
+use ragwatch::analysis::{TraceAssembly, TraceAssemblyConfig};
+use ragwatch::genai::prices::{PriceTable, SuppliedCost};
+use ragwatch::genai::view;
+use ragwatch::processor::Processor;
+use ragwatch::signal::Batch;
+use ragwatch::synth::{Profile, rag_trace};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+/// 100 synthetic RAG traces (4 spans each) in one request.
+fn request(seed: u64) -> ExportTraceServiceRequest {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let p = Profile::new("rag-api", "gpt-4o-mini");
+    ExportTraceServiceRequest {
+        resource_spans: (0..100)
+            .map(|i| rag_trace(&mut rng, &p, None, 1_700_000_000_000_000_000 + i))
+            .collect(),
+    }
+}
+
+fn spans(r: &ExportTraceServiceRequest) -> Vec<Span> {
+    r.resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| ss.spans.clone())
+        .collect()
+}
+
+fn decode(c: &mut Criterion) {
+    let bytes = request(1).encode_to_vec();
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(400));
+    g.bench_function("otlp_protobuf_400_spans", |b| {
+        b.iter(|| ExportTraceServiceRequest::decode(black_box(bytes.as_slice())))
+    });
+    g.finish();
+}
+
+fn genai_view(c: &mut Criterion) {
+    let all = spans(&request(2));
+    let chat = all
+        .iter()
+        .find(|s| s.name.starts_with("chat"))
+        .cloned()
+        .unwrap_or_default();
+    let mut g = c.benchmark_group("genai");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("view_llm_span", |b| {
+        b.iter(|| view(black_box(&chat)).tokens)
+    });
+    let table = PriceTable::builtin().ok();
+    if let Some(table) = table {
+        let v = view(&chat);
+        g.bench_function("cost_lookup", |b| {
+            b.iter(|| {
+                table
+                    .cost(black_box(&v), SuppliedCost::Prefer)
+                    .priced()
+                    .is_some()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn assembly(c: &mut Criterion) {
+    let req = request(3);
+    let mut g = c.benchmark_group("trace_assembly");
+    g.throughput(Throughput::Elements(400));
+    g.bench_function("hold_and_flush_100_traces", |b| {
+        b.iter_batched(
+            || {
+                (
+                    TraceAssembly::new(
+                        TraceAssemblyConfig::default(),
+                        vec![Box::new(ragwatch::analysis::TraceSummary)],
+                        Default::default(),
+                    ),
+                    Batch::Traces(req.clone()),
+                )
+            },
+            |(mut a, batch)| {
+                let now = Instant::now();
+                let mut out = Vec::new();
+                a.on_input(batch, now, &mut out);
+                a.on_tick(now + Duration::from_secs(60), &mut out);
+                out
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn critical_path(c: &mut Criterion) {
+    // A wide trace: a root with 50 children, each with 3 children.
+    let mut nodes = vec![SpanNode {
+        span_id: vec![0, 0],
+        parent: Vec::new(),
+        start: 0,
+        end: 1_000_000,
+        kind: Kind::Other,
+    }];
+    for i in 0..50u8 {
+        nodes.push(SpanNode {
+            span_id: vec![1, i],
+            parent: vec![0, 0],
+            start: u64::from(i) * 20_000,
+            end: u64::from(i) * 20_000 + 30_000,
+            kind: Kind::Other,
+        });
+        for j in 0..3u8 {
+            nodes.push(SpanNode {
+                span_id: vec![2, i, j],
+                parent: vec![1, i],
+                start: u64::from(i) * 20_000 + u64::from(j) * 9_000,
+                end: u64::from(i) * 20_000 + u64::from(j) * 9_000 + 8_000,
+                kind: Kind::Other,
+            });
+        }
+    }
+    let mut g = c.benchmark_group("critical_path");
+    g.throughput(Throughput::Elements(nodes.len() as u64));
+    g.bench_function("analyze_201_spans", |b| {
+        b.iter(|| analyze(black_box(&nodes)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode, genai_view, assembly, critical_path);
+criterion_main!(benches);
