@@ -223,10 +223,10 @@ service:
     }
     known.extend(ragwatch::names::metrics::ALL.iter().map(|n| n.to_string()));
     for line in own_text.lines().chain(derived_text.lines()) {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            if let Some(name) = rest.split_whitespace().next() {
-                known.insert(name.to_string());
-            }
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some(name) = rest.split_whitespace().next()
+        {
+            known.insert(name.to_string());
         }
     }
     let with_suffixes: BTreeSet<String> = known

@@ -36,9 +36,25 @@ pub(super) fn serve(
     listener: TcpListener,
     config: &GrpcConfig,
     ingest: Arc<Ingest>,
+    token: Option<String>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     let limit = config.max_recv_msg_size_mib.saturating_mul(1024 * 1024);
+    let auth_counters = ingest.counters.clone();
+    let auth = move |req: Request<()>| -> Result<Request<()>, Status> {
+        let Some(t) = &token else {
+            return Ok(req);
+        };
+        let header = req.metadata().get("authorization").map(|v| v.as_bytes());
+        if super::bearer_matches(header, t) {
+            Ok(req)
+        } else {
+            auth_counters.request("unauthenticated");
+            Err(Status::unauthenticated(
+                "missing or wrong bearer token (Authorization: Bearer <token>)",
+            ))
+        }
+    };
     let svc = Svc(ingest.clone());
     let traces = TraceServiceServer::new(svc.clone())
         .max_decoding_message_size(limit)
@@ -60,6 +76,7 @@ pub(super) fn serve(
     let map = move |resp| map_decode_errors(resp, &counters);
     tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
+            .layer(tonic::service::InterceptorLayer::new(auth))
             .layer(tower::util::MapResponseLayer::new(map))
             .add_service(traces)
             .add_service(metrics)

@@ -38,8 +38,10 @@ pub(super) fn serve(
     listener: TcpListener,
     config: &HttpConfig,
     ingest: Arc<Ingest>,
+    token: Option<String>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
+    let auth_counters = ingest.counters.clone();
     let state = Arc::new(HttpState {
         ingest,
         limit: config.max_request_body_size,
@@ -50,6 +52,31 @@ pub(super) fn serve(
         .route("/v1/metrics", post(metrics))
         .route("/v1/logs", post(logs))
         .with_state(state);
+    if let Some(token) = token {
+        let check = move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let ok = super::bearer_matches(
+                req.headers()
+                    .get(::http::header::AUTHORIZATION)
+                    .map(|v| v.as_bytes()),
+                &token,
+            );
+            let counters = auth_counters.clone();
+            async move {
+                if ok {
+                    next.run(req).await
+                } else {
+                    counters.request("unauthenticated");
+                    (
+                        ::http::StatusCode::UNAUTHORIZED,
+                        [(::http::header::WWW_AUTHENTICATE, "Bearer")],
+                        "missing or wrong bearer token (Authorization: Bearer <token>)\n",
+                    )
+                        .into_response()
+                }
+            }
+        };
+        app = app.layer(axum::middleware::from_fn(check));
+    }
     if let Some(c) = &config.cors {
         app = app.layer(cors_layer(c));
     }

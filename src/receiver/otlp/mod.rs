@@ -35,6 +35,31 @@ pub struct OtlpReceiverConfig {
     /// The retry delay suggested to clients when refusing (default 1s).
     #[serde(default = "default_retry_after", with = "duration")]
     pub retry_after: Duration,
+    /// Require `Authorization: Bearer <token>` on both protocols.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub bearer_token: crate::config::Secret,
+}
+
+/// Whether an `Authorization` header value carries the token, compared in constant time.
+pub fn bearer_matches(header: Option<&[u8]>, token: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let Some(h) = header else {
+        return false;
+    };
+    let Some(given) = h
+        .strip_prefix(b"Bearer ")
+        .or_else(|| h.strip_prefix(b"bearer "))
+    else {
+        return false;
+    };
+    // ct_eq on slices of different lengths is false without looking at the contents.
+    bool::from(given.ct_eq(token.as_bytes()))
 }
 
 fn default_retry_after() -> Duration {
@@ -189,6 +214,14 @@ impl Validate for OtlpReceiverConfig {
         if self.retry_after.is_zero() {
             problems.push(&format!("{path}.retry_after"), "must be greater than zero");
         }
+        if let Some(a) = &self.auth
+            && a.bearer_token.expose().len() < 16
+        {
+            problems.push(
+                &format!("{path}.auth.bearer_token"),
+                "must be at least 16 characters",
+            );
+        }
     }
 }
 
@@ -209,6 +242,16 @@ pub async fn start(
     metrics: &SelfMetrics,
     stop: CancellationToken,
 ) -> std::io::Result<RunningReceiver> {
+    if config.auth.is_some() {
+        tracing::warn!(
+            receiver = id,
+            "a bearer token is set but the receiver has no TLS: the token crosses the network in clear text; keep the receiver on loopback or behind a TLS proxy"
+        );
+    }
+    let token = config
+        .auth
+        .as_ref()
+        .map(|a| a.bearer_token.expose().to_string());
     let mut running = RunningReceiver {
         id: id.to_string(),
         grpc_addr: None,
@@ -225,9 +268,13 @@ pub async fn start(
         ));
         let listener = crate::net::bind(&format!("receiver {id} (grpc)"), &g.endpoint).await?;
         running.grpc_addr = Some(listener.local_addr()?);
-        running
-            .tasks
-            .push(grpc::serve(listener, g, ingest, stop.clone()));
+        running.tasks.push(grpc::serve(
+            listener,
+            g,
+            ingest,
+            token.clone(),
+            stop.clone(),
+        ));
     }
     if let Some(h) = &config.protocols.http {
         let ingest = Arc::new(ingest::Ingest::new(
@@ -239,9 +286,13 @@ pub async fn start(
         ));
         let listener = crate::net::bind(&format!("receiver {id} (http)"), &h.endpoint).await?;
         running.http_addr = Some(listener.local_addr()?);
-        running
-            .tasks
-            .push(http::serve(listener, h, ingest, stop.clone()));
+        running.tasks.push(http::serve(
+            listener,
+            h,
+            ingest,
+            token.clone(),
+            stop.clone(),
+        ));
     }
     Ok(running)
 }
