@@ -160,6 +160,9 @@ impl Rate {
             return Outcome::default();
         };
         let p1 = Self::p1(p0);
+        // Learn from values seen while the statistic rested at zero (an excursion's values
+        // are suspects), errors included: judging after the update would never learn an error.
+        let at_rest = self.s == 0.0;
         let llr = if error {
             (p1 / p0).ln()
         } else {
@@ -169,8 +172,7 @@ impl Rate {
         let sustained = self.s > p.h;
         if sustained {
             self.s = 0.0;
-        } else if self.s == 0.0 {
-            // Learn only outside an excursion, so a burst does not teach the baseline.
+        } else if at_rest {
             let x = if error { 1.0 } else { 0.0 };
             self.p0 = Some((p0 + p.adapt * (x - p0)).max(p.min_rate));
         }

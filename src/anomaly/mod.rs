@@ -307,7 +307,8 @@ impl AnomalyProcessor {
                 ..robust
             },
             rate: RateParams {
-                warmup: config.warmup,
+                // A rate needs more values than a level: 1% is 0 or 1 error in 50.
+                warmup: config.warmup.max(50) * 4,
                 min_rate: config.min_error_rate,
                 h: config.error_threshold,
                 adapt: 1.0 / (4.0 * config.warmup as f64),
@@ -369,29 +370,29 @@ impl AnomalyProcessor {
             .map(|(_, s)| hex(&s.trace_id))
             .unwrap_or_default();
         // A failed call is short, cheap and answers nothing: its latency, tokens, cost and the
-        // trace's quality belong to another population, judged by the error rate alone.
+        // trace's quality belong to another population, judged by the error rate alone. The
+        // request's own error rate is the root's status (a call retried successfully is not a
+        // failed request).
         let failed = spans.iter().any(|(_, s)| is_error(s));
+        // Requests are keyed by the model that answered them too: a service routing between
+        // models has one latency and cost population per model, not one mixed.
+        let request_model = spans
+            .iter()
+            .filter(|(_, s)| get_str(&s.attributes, a::RAG_STAGE) == Some("llm") && !is_error(s))
+            .find_map(|(_, s)| crate::genai::view(s).model().map(str::to_string))
+            .unwrap_or_default();
+        let request_key = Key {
+            service: service.to_string(),
+            stage: "request".into(),
+            model: request_model,
+        };
         if let Some(r) = root {
-            let key = Key {
-                service: service.to_string(),
-                stage: "request".into(),
-                model: String::new(),
-            };
-            self.observe(
-                r,
-                &key,
-                Signal::ErrorRate,
-                f64::from(u8::from(failed)),
-                &mut obs,
-            );
+            let err = f64::from(u8::from(is_error(&spans[r].1)));
+            self.observe(r, &request_key, Signal::ErrorRate, err, &mut obs);
         }
         if let Some(r) = root.filter(|_| !failed) {
             let s = &*spans[r].1;
-            let key = Key {
-                service: service.to_string(),
-                stage: "request".into(),
-                model: String::new(),
-            };
+            let key = request_key.clone();
             self.observe(r, &key, Signal::RequestLatency, secs(s), &mut obs);
             let cost = get_f64(&s.attributes, a::TRACE_COST_USD).or_else(|| {
                 let c: Vec<f64> = spans

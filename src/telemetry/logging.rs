@@ -11,7 +11,9 @@ pub fn init(level: &str, encoding: LogEncoding) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file or a collector gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let result = match encoding {
         LogEncoding::Json => builder.json().flatten_event(true).try_init(),
         LogEncoding::Console => builder.try_init(),
