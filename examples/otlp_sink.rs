@@ -55,7 +55,10 @@ fn write(path: &str, s: &Sink) {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let addr = args.next().unwrap_or_else(|| "127.0.0.1:14317".into()).parse()?;
+    let addr = args
+        .next()
+        .unwrap_or_else(|| "127.0.0.1:14317".into())
+        .parse()?;
     let path = args.next().unwrap_or_else(|| "/tmp/otlp_sink.count".into());
     let sink = Sink::default();
     let s2 = sink.clone();

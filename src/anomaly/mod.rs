@@ -387,7 +387,7 @@ impl AnomalyProcessor {
             model: request_model,
         };
         if let Some(r) = root {
-            let err = f64::from(u8::from(is_error(&spans[r].1)));
+            let err = f64::from(u8::from(is_error(spans[r].1)));
             self.observe(r, &request_key, Signal::ErrorRate, err, &mut obs);
         }
         if let Some(r) = root.filter(|_| !failed) {
