@@ -70,3 +70,15 @@ pub fn hex(bytes: &[u8]) -> String {
     }
     s
 }
+
+/// A span's duration in seconds (0 when it ends before it starts).
+pub fn duration_secs(s: &opentelemetry_proto::tonic::trace::v1::Span) -> f64 {
+    s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e9
+}
+
+/// Whether a span failed: its status is ERROR (the reliable signal; `error.type` is not).
+pub fn is_error(s: &opentelemetry_proto::tonic::trace::v1::Span) -> bool {
+    s.status.as_ref().is_some_and(|st| {
+        st.code == opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error as i32
+    })
+}

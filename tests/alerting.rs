@@ -21,20 +21,7 @@ async fn start(down: &Backend, receiver: &str, extra: &str) -> Service {
         r#"
 receivers:
 {}
-processors:
-  genai:
-  trace_assembly:
-    wait_after_root: 50ms
-  slo:
-    resolution: 100ms
-    evaluation_interval: 100ms
-    burn_rules:
-      - {{ severity: critical, long: 10s, short: 1s, burn_rate: 2 }}
-    slos:
-      - name: fast-answers
-        kind: latency
-        objective: 0.9
-        threshold: 4s
+{slo}
 exporters:
   otlp:
     endpoint: {}
@@ -56,7 +43,8 @@ service:
       exporters: [otlp]
 "#,
         harness::otlp_receiver(""),
-        down.grpc_endpoint()
+        down.grpc_endpoint(),
+        slo = harness::load::SLO_PROCESSORS
     ))
     .await
 }

@@ -23,11 +23,10 @@ use lru::LruCache;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
-use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::group_by_trace;
-use crate::attributes::{get_f64, get_str, hex, put};
+use crate::attributes::{duration_secs as secs, get_f64, get_str, hex, is_error, put};
 use crate::config::{Problems, Validate};
 use crate::derived::DerivedMetrics;
 use crate::findings::{Finding, Findings, Severity};
@@ -588,16 +587,6 @@ fn describe(o: &Obs) -> String {
         ),
         (s, None) => format!("{} of {}{}: {how}", s.as_str(), o.key.stage, model),
     }
-}
-
-fn secs(s: &Span) -> f64 {
-    s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e9
-}
-
-fn is_error(s: &Span) -> bool {
-    s.status
-        .as_ref()
-        .is_some_and(|st| st.code == StatusCode::Error as i32)
 }
 
 impl Processor for AnomalyProcessor {

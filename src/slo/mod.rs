@@ -14,13 +14,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{TraceSpans, group_by_trace};
-use crate::attributes::{get, get_f64, get_str, hex};
+use crate::attributes::{get_f64, get_str, hex};
 use crate::config::{Problems, Validate, duration};
 use crate::derived::DerivedMetrics;
 use crate::findings::{Finding, Findings, Severity};
@@ -203,18 +201,6 @@ impl Default for SloProcessorConfig {
     }
 }
 
-const STAGES: &[&str] = &[
-    "llm",
-    "embedding",
-    "retrieval",
-    "rerank",
-    "tool",
-    "agent",
-    "chain",
-    "guardrail",
-    "evaluator",
-];
-
 impl SloConfig {
     /// The threshold in the kind's unit (seconds, score or USD), or why it is wrong.
     fn threshold_value(&self) -> Result<f64, String> {
@@ -253,10 +239,14 @@ impl Validate for SloProcessorConfig {
             if let Err(e) = s.threshold_value() {
                 problems.push(&format!("{p}.threshold"), e);
             }
-            if s.over != "request" && !STAGES.contains(&s.over.as_str()) {
+            let stages: Vec<&str> = crate::genai::Stage::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect();
+            if s.over != "request" && !stages.contains(&s.over.as_str()) {
                 problems.push(
                     &format!("{p}.over"),
-                    format!("must be `request` or a stage: {}", STAGES.join(", ")),
+                    format!("must be `request` or a stage: {}", stages.join(", ")),
                 );
             }
             if s.kind == SloKind::Ttft && s.over != "request" && s.over != "llm" {
@@ -489,8 +479,8 @@ impl SloProcessor {
             }
             let judge = |s: &Span, request: bool| -> Option<bool> {
                 Some(match slo.kind {
-                    SloKind::Latency => duration_secs(s) <= threshold,
-                    SloKind::Availability => !is_error(s),
+                    SloKind::Latency => crate::attributes::duration_secs(s) <= threshold,
+                    SloKind::Availability => !crate::attributes::is_error(s),
                     SloKind::Quality => get_f64(&s.attributes, a::QUALITY_SCORE)? >= threshold,
                     SloKind::Cost => {
                         let cost = if request {
@@ -756,17 +746,6 @@ fn stage_of(s: &Span) -> Option<&str> {
 
 fn model_of(s: &Span) -> Option<String> {
     crate::genai::view(s).model().map(str::to_string)
-}
-
-fn duration_secs(s: &Span) -> f64 {
-    s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e9
-}
-
-fn is_error(s: &Span) -> bool {
-    s.status
-        .as_ref()
-        .is_some_and(|st| st.code == StatusCode::Error as i32)
-        || matches!(get(&s.attributes, "error"), Some(Value::BoolValue(true)))
 }
 
 impl Processor for SloProcessor {

@@ -8,6 +8,23 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tonic::transport::Channel;
 
+/// Processors for the alerting tests: a latency SLO (4 s, 90%) that pages when 10 s and 1 s both
+/// burn faster than 2 — which [`Load::slow`] traffic does at once.
+pub const SLO_PROCESSORS: &str = r#"processors:
+  genai:
+  trace_assembly:
+    wait_after_root: 50ms
+  slo:
+    resolution: 100ms
+    evaluation_interval: 100ms
+    burn_rules:
+      - { severity: critical, long: 10s, short: 1s, burn_rate: 2 }
+    slos:
+      - name: fast-answers
+        kind: latency
+        objective: 0.9
+        threshold: 4s"#;
+
 pub struct Load {
     client: TraceServiceClient<Channel>,
     rng: StdRng,
