@@ -15,6 +15,7 @@ pub mod exporter;
 pub mod findings;
 pub mod genai;
 pub mod loadgen;
+pub mod memory;
 pub mod names;
 pub mod net;
 pub mod pipeline;

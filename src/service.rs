@@ -108,10 +108,16 @@ impl Service {
             stop_servers: stop_admin.clone(),
         };
         let findings = Arc::new(crate::findings::Findings::default());
+        let memory = config
+            .service
+            .memory_limiter
+            .as_ref()
+            .map(|m| crate::memory::start(m, stop_admin.clone()));
         let pctx = BuildContext {
             derived: derived.clone(),
             self_metrics: metrics.clone(),
             findings: findings.clone(),
+            memory: memory.clone(),
         };
 
         // Exporters first, only those some pipeline uses.
@@ -238,15 +244,20 @@ impl Service {
                 continue;
             }
             let running = match rc {
-                ReceiverConfig::Otlp(oc) => {
-                    otlp::start(id, oc, consumers, &metrics, stop_receivers.clone())
-                        .await
-                        .map_err(|source| StartError::Listen {
-                            what: format!("receiver {id}"),
-                            address: describe_endpoints(oc),
-                            source,
-                        })?
-                }
+                ReceiverConfig::Otlp(oc) => otlp::start(
+                    id,
+                    oc,
+                    consumers,
+                    &metrics,
+                    memory.clone(),
+                    stop_receivers.clone(),
+                )
+                .await
+                .map_err(|source| StartError::Listen {
+                    what: format!("receiver {id}"),
+                    address: describe_endpoints(oc),
+                    source,
+                })?,
                 ReceiverConfig::DerivedMetrics(dc) => otlp::RunningReceiver {
                     id: id.clone(),
                     grpc_addr: None,

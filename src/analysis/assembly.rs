@@ -155,6 +155,8 @@ pub enum FlushReason {
     TooManySpans,
     /// ragwatch is shutting down.
     Shutdown,
+    /// The memory limiter's soft limit was crossed.
+    Memory,
 }
 
 impl AssembledTrace {
@@ -197,6 +199,7 @@ pub struct TraceAssembly {
     flushed_order: VecDeque<[u8; 16]>,
     analyzers: Vec<Box<dyn TraceAnalyzer>>,
     counters: AssemblyCounters,
+    memory: Option<(std::sync::Arc<crate::memory::MemoryLimiter>, u64)>,
 }
 
 impl TraceAssembly {
@@ -214,7 +217,15 @@ impl TraceAssembly {
             flushed_order: VecDeque::new(),
             analyzers,
             counters,
+            memory: None,
         }
+    }
+
+    /// Flush everything held whenever the memory limiter finds memory above its soft limit.
+    pub fn with_memory_limiter(mut self, m: std::sync::Arc<crate::memory::MemoryLimiter>) -> Self {
+        let g = m.flush_generation();
+        self.memory = Some((m, g));
+        self
     }
 
     pub fn traces_held(&self) -> usize {
@@ -559,6 +570,22 @@ impl Processor for TraceAssembly {
 
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
         let mut flushed = Vec::new();
+        if let Some((m, seen)) = &mut self.memory {
+            let g = m.flush_generation();
+            if g != *seen {
+                *seen = g;
+                let ids: Vec<[u8; 16]> = self.traces.keys().copied().collect();
+                if !ids.is_empty() {
+                    tracing::warn!(
+                        traces = ids.len(),
+                        "memory limit: flushing every held trace now"
+                    );
+                }
+                for id in ids {
+                    self.flush(id, FlushReason::Memory, now, &mut flushed);
+                }
+            }
+        }
         self.due_now(now, &mut flushed);
         // After a burst, give memory back rather than keep the peak's tables for ever.
         if self.traces.capacity() > 1024 && self.traces.len() < self.traces.capacity() / 4 {

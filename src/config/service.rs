@@ -25,6 +25,9 @@ pub struct ServiceConfig {
     /// Bounds of the metrics derived from spans.
     #[serde(default)]
     pub derived_metrics: DerivedMetricsLimits,
+    /// Refuse (retryably) and flush held traces above a memory limit; off unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limiter: Option<crate::memory::MemoryLimiterConfig>,
 }
 
 /// Bounds of the metrics derived from spans: cardinality and expiry.
@@ -155,6 +158,9 @@ pub enum LogEncoding {
 
 impl Validate for ServiceConfig {
     fn validate(&self, path: &str, problems: &mut Problems) {
+        if let Some(m) = &self.memory_limiter {
+            m.validate(&format!("{path}.memory_limiter"), problems);
+        }
         if self.derived_metrics.max_series_per_metric == 0 {
             problems.push(
                 &format!("{path}.derived_metrics.max_series_per_metric"),

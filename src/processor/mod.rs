@@ -102,6 +102,8 @@ pub struct BuildContext {
     pub self_metrics: std::sync::Arc<crate::telemetry::SelfMetrics>,
     /// Where verdicts go (alerting listens).
     pub findings: std::sync::Arc<crate::findings::Findings>,
+    /// The memory limiter, when configured (trace assembly flushes when it says so).
+    pub memory: Option<std::sync::Arc<crate::memory::MemoryLimiter>>,
 }
 
 impl ProcessorConfig {
@@ -146,21 +148,27 @@ impl ProcessorConfig {
                 c.clone(),
                 ctx.derived.clone(),
             )?),
-            ProcessorConfig::TraceAssembly(c) => Box::new(crate::analysis::TraceAssembly::new(
-                c.clone(),
-                vec![
-                    Box::new(crate::analysis::TraceSummary),
-                    Box::new(crate::analysis::CriticalPathAnalyzer {
-                        min_share: c.min_share,
-                        derived: ctx.derived.clone(),
-                    }),
-                    Box::new(crate::analysis::patterns::PatternAnalyzer {
-                        config: c.patterns.clone(),
-                        derived: ctx.derived.clone(),
-                    }),
-                ],
-                ctx.self_metrics.assembly(),
-            )),
+            ProcessorConfig::TraceAssembly(c) => {
+                let a = crate::analysis::TraceAssembly::new(
+                    c.clone(),
+                    vec![
+                        Box::new(crate::analysis::TraceSummary),
+                        Box::new(crate::analysis::CriticalPathAnalyzer {
+                            min_share: c.min_share,
+                            derived: ctx.derived.clone(),
+                        }),
+                        Box::new(crate::analysis::patterns::PatternAnalyzer {
+                            config: c.patterns.clone(),
+                            derived: ctx.derived.clone(),
+                        }),
+                    ],
+                    ctx.self_metrics.assembly(),
+                );
+                match &ctx.memory {
+                    Some(m) => Box::new(a.with_memory_limiter(m.clone())),
+                    None => Box::new(a),
+                }
+            }
             ProcessorConfig::Quality(c) => Box::new(
                 crate::analysis::quality::QualityProcessor::new(c.clone(), ctx.derived.clone()),
             ),

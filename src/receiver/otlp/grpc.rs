@@ -142,7 +142,9 @@ impl Svc {
                         self.0.counters.request("no_pipeline");
                         Status::unimplemented(msg)
                     }
-                    IngestError::Full(after) | IngestError::Closed(after) => {
+                    IngestError::Full(after)
+                    | IngestError::Closed(after)
+                    | IngestError::Memory(after) => {
                         self.0.counters.request("refused");
                         Status::with_error_details(
                             Code::Unavailable,

@@ -75,6 +75,8 @@ pub(super) enum IngestError {
     Full(Duration),
     /// Shutting down (retryable, elsewhere or later).
     Closed(Duration),
+    /// Above the memory limiter's soft limit (retryable).
+    Memory(Duration),
 }
 
 impl IngestError {
@@ -83,6 +85,7 @@ impl IngestError {
             IngestError::NoPipeline(s) => format!("no {s} pipeline uses this receiver"),
             IngestError::Full(_) => "the pipeline is full; retry later".into(),
             IngestError::Closed(_) => "ragwatch is shutting down; retry later".into(),
+            IngestError::Memory(_) => "ragwatch is above its memory limit; retry later".into(),
         }
     }
 }
@@ -92,6 +95,7 @@ pub(super) struct Ingest {
     when_full: WhenFull,
     retry_after: Duration,
     pub counters: ReceiverCounters,
+    pub limiter: Option<std::sync::Arc<crate::memory::MemoryLimiter>>,
 }
 
 impl Ingest {
@@ -107,6 +111,7 @@ impl Ingest {
             when_full: config.when_full,
             retry_after: config.retry_after,
             counters: metrics.receiver(id, transport),
+            limiter: None,
         }
     }
 
@@ -129,6 +134,11 @@ impl Ingest {
                 "no pipeline of this signal uses the receiver",
             );
             return Err(IngestError::NoPipeline(signal));
+        }
+        if items > 0 && self.limiter.as_ref().is_some_and(|l| l.refusing()) {
+            self.counters
+                .refused(signal, items, "memory limit: the client retries");
+            return Err(IngestError::Memory(self.retry_after));
         }
         if items > 0 {
             match fanin.send(batch, self.when_full).await {

@@ -240,6 +240,7 @@ pub async fn start(
     config: &OtlpReceiverConfig,
     consumers: Consumers,
     metrics: &SelfMetrics,
+    limiter: Option<Arc<crate::memory::MemoryLimiter>>,
     stop: CancellationToken,
 ) -> std::io::Result<RunningReceiver> {
     if config.auth.is_some() {
@@ -259,13 +260,9 @@ pub async fn start(
         tasks: Vec::new(),
     };
     if let Some(g) = &config.protocols.grpc {
-        let ingest = Arc::new(ingest::Ingest::new(
-            id,
-            "grpc",
-            consumers.clone(),
-            config,
-            metrics,
-        ));
+        let mut ingest = ingest::Ingest::new(id, "grpc", consumers.clone(), config, metrics);
+        ingest.limiter = limiter.clone();
+        let ingest = Arc::new(ingest);
         let listener = crate::net::bind(&format!("receiver {id} (grpc)"), &g.endpoint).await?;
         running.grpc_addr = Some(listener.local_addr()?);
         running.tasks.push(grpc::serve(
@@ -277,13 +274,9 @@ pub async fn start(
         ));
     }
     if let Some(h) = &config.protocols.http {
-        let ingest = Arc::new(ingest::Ingest::new(
-            id,
-            "http",
-            consumers.clone(),
-            config,
-            metrics,
-        ));
+        let mut ingest = ingest::Ingest::new(id, "http", consumers.clone(), config, metrics);
+        ingest.limiter = limiter.clone();
+        let ingest = Arc::new(ingest);
         let listener = crate::net::bind(&format!("receiver {id} (http)"), &h.endpoint).await?;
         running.http_addr = Some(listener.local_addr()?);
         running.tasks.push(http::serve(
