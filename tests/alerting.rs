@@ -291,3 +291,55 @@ async fn alert_state_survives_a_restart() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_exporter_becomes_an_alert() {
+    ragwatch::service::install_crypto_provider();
+    // Nothing listens downstream: every send fails (connection refused) and is retried.
+    let dead = harness::free_port();
+    let s = harness::start(&format!(
+        r#"
+receivers:
+{}
+exporters:
+  otlp:
+    endpoint: {dead}
+    retry_on_failure:
+      initial_interval: 50ms
+      max_interval: 100ms
+      max_elapsed_time: 300ms
+alerts:
+  evaluation_interval: 100ms
+  rules:
+    exporter_failing: {{ for: 300ms }}
+service:
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp] }}
+"#,
+        harness::otlp_receiver("")
+    ))
+    .await;
+    let mut load = Load::new(&s).await;
+    let api = format!("http://{}/api/v1/alerts", s.admin_addr());
+    let mut firing = false;
+    let t0 = tokio::time::Instant::now();
+    while !firing && t0.elapsed() < Duration::from_secs(15) {
+        load.slow(2).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let text = match reqwest::get(&api).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => continue,
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        firing = v["data"]["alerts"].as_array().is_some_and(|a| {
+            a.iter().any(|x| {
+                x["labels"]["alertname"] == "RagwatchExporterFailing"
+                    && x["labels"]["exporter"] == "otlp"
+                    && x["labels"]["severity"] == "critical"
+                    && x["state"] == "firing"
+            })
+        });
+    }
+    assert!(firing, "RagwatchExporterFailing fires");
+    s.shutdown().await;
+}

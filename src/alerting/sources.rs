@@ -134,7 +134,15 @@ impl Sources {
         Some(self.condition(f.name, f.severity.as_str(), labels, ann))
     }
 
-    fn snapshot(&self, now: SystemTime) -> Snapshot {
+    /// ragwatch's own metrics, read once per evaluation.
+    fn own_metrics(&self) -> Vec<prometheus_parse::Sample> {
+        let text = self.metrics.encode();
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .map(|s| s.samples)
+            .unwrap_or_default()
+    }
+
+    fn snapshot(&self, now: SystemTime, own: &[prometheus_parse::Sample]) -> Snapshot {
         let requests = sum_by(self.derived.values(dm::REQUESTS), |l| {
             l.first().cloned().unwrap_or_default()
         });
@@ -153,10 +161,8 @@ impl Sources {
         });
         let mut exporters: HashMap<String, (f64, f64)> = HashMap::new();
         let mut evictions = 0.0;
-        let text = self.metrics.encode();
-        if let Ok(scrape) = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         {
-            for s in &scrape.samples {
+            for s in own {
                 let v = match s.value {
                     prometheus_parse::Value::Counter(v)
                     | prometheus_parse::Value::Gauge(v)
@@ -192,14 +198,9 @@ impl Sources {
     }
 
     /// Queue fill per exporter and pipeline: (kind, name, fill).
-    fn queue_fill(&self) -> Vec<(&'static str, String, f64)> {
-        let text = self.metrics.encode();
-        let Ok(scrape) = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
-        else {
-            return Vec::new();
-        };
+    fn queue_fill(own: &[prometheus_parse::Sample]) -> Vec<(&'static str, String, f64)> {
         let mut size: BTreeMap<(&'static str, String), (f64, f64)> = BTreeMap::new();
-        for s in &scrape.samples {
+        for s in own {
             let prometheus_parse::Value::Gauge(v) = s.value else {
                 continue;
             };
@@ -241,7 +242,8 @@ impl Sources {
                 Err(_) => break,
             }
         }
-        let snap = self.snapshot(now);
+        let own = self.own_metrics();
+        let snap = self.snapshot(now, &own);
         let pattern = self.config.rule("trace_pattern");
         let window = pattern.window.unwrap_or(Duration::from_secs(300));
         let unpriced_window = self
@@ -362,7 +364,7 @@ impl Sources {
         }
         if self.enabled("queue_full") {
             let threshold = self.config.rule("queue_full").threshold.unwrap_or(0.8);
-            for (kind, name, fill) in self.queue_fill() {
+            for (kind, name, fill) in Self::queue_fill(&own) {
                 if fill >= threshold {
                     let mut l = Labels::new();
                     l.insert(kind.into(), name.clone());
