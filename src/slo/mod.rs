@@ -439,14 +439,19 @@ impl SloProcessor {
             .first()
             .map(|(_, s)| hex(&s.trace_id))
             .unwrap_or_default();
-        let trace_model = t
-            .spans
-            .iter()
-            .find(|(_, s)| stage_of(s) == Some("llm"))
-            .and_then(|(_, s)| model_of(s));
+        // The model is read (a GenAI view) only for SLOs split by model.
+        let trace_model = || {
+            t.spans
+                .iter()
+                .find(|(_, s)| stage_of(s) == Some("llm"))
+                .and_then(|(_, s)| model_of(s))
+        };
         for (i, slo) in self.config.slos.iter().enumerate() {
             let threshold = self.thresholds[i];
-            let mut push = |service: &str, span: &Span, model: Option<String>, good: bool| {
+            let mut push = |service: &str,
+                            span: &Span,
+                            model: &dyn Fn() -> Option<String>,
+                            good: bool| {
                 if slo.service.as_deref().is_some_and(|s| s != service) {
                     return;
                 }
@@ -456,7 +461,7 @@ impl SloProcessor {
                         .filter(|_| slo.over != "request")
                         .unwrap_or(&span.name)
                         .to_string(),
-                    Some(GroupBy::Model) => model.unwrap_or_default(),
+                    Some(GroupBy::Model) => model().unwrap_or_default(),
                 };
                 out.push(Event {
                     slo: i,
@@ -472,7 +477,7 @@ impl SloProcessor {
                         continue;
                     }
                     if let Some(ms) = get_f64(&s.attributes, a::LLM_TTFT_MS) {
-                        push(service, s, model_of(s), ms / 1000.0 <= threshold);
+                        push(service, s, &|| model_of(s), ms / 1000.0 <= threshold);
                     }
                 }
                 continue;
@@ -502,14 +507,14 @@ impl SloProcessor {
                 if let Some(r) = root
                     && let Some(good) = judge(r, true)
                 {
-                    push(t.service, r, trace_model.clone(), good);
+                    push(t.service, r, &trace_model, good);
                 }
             } else {
                 for (service, s) in &t.spans {
                     if stage_of(s) == Some(slo.over.as_str())
                         && let Some(good) = judge(s, false)
                     {
-                        push(service, s, model_of(s), good);
+                        push(service, s, &|| model_of(s), good);
                     }
                 }
             }
@@ -571,7 +576,11 @@ impl SloProcessor {
             let Some(cost) = get_f64(&s.attributes, a::COST_USD) else {
                 continue;
             };
-            let model = model_of(s);
+            let model = if self.budgets.iter().any(|b| b.config.model.is_some()) {
+                model_of(s)
+            } else {
+                None
+            };
             for b in &mut self.budgets {
                 if b.config.service.as_deref().is_some_and(|x| x != *service)
                     || b.config
