@@ -3,7 +3,7 @@
 //! the receivers refused while memory was above the soft limit. (The resident memory is not yet
 //! held under the hard limit: the peak is printed; issue #9 notes the numbers.)
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

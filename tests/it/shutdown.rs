@@ -1,6 +1,6 @@
 //! SIGTERM during a load loses no accepted span: the real binary as a child process.
 
-mod harness;
+use crate::harness;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

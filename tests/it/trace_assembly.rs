@@ -1,6 +1,6 @@
 //! Trace assembly through the real service: traces leave whole, none split, none lost.
 
-mod harness;
+use crate::harness;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

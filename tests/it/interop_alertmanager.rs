@@ -5,7 +5,7 @@
 //! Skipped with a message when the binary is missing, unless RAGWATCH_INTEROP=1 (set by
 //! .ci/run, which installs it), where a missing tool fails the test.
 
-mod harness;
+use crate::harness;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

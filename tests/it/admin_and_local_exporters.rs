@@ -1,6 +1,6 @@
 //! The admin endpoint, and the file and debug exporters.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! A real OpenTelemetry SDK application (opentelemetry-otlp over gRPC and over HTTP) sends
 //! traces, metrics and logs through ragwatch to a downstream OTLP server, which gets them all.
 
-mod harness;
+use crate::harness;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! The quality processor on a real capture, against values computed by hand.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Alerting end to end: synthetic RAG traces over gRPC into the real service, an SLO that burns
 //! while retrieval is slow, and webhook sinks written for the test.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

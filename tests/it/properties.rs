@@ -2,7 +2,7 @@
 //! 200, never a 5xx or a crash), the GenAI view and the processors never panic on any
 //! attributes, and pass-through is lossless for any valid request.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Delivery under trouble: a backend that is down, one that refuses for good, and a pipeline
 //! that is full.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The real `ragwatch-loadgen` binary against the real service (in-process on 127.0.0.1:0),
 //! which forwards to a fake OTLP backend.
 
-mod harness;
+use crate::harness;
 
 use std::collections::{HashMap, HashSet};
 use std::process::Output;

@@ -5,7 +5,7 @@
 //!
 //! Skipped with a message when the tools are missing, unless RAGWATCH_INTEROP=1 (.ci/run).
 
-mod harness;
+use crate::harness;
 
 use std::collections::BTreeSet;
 use std::io::Write;

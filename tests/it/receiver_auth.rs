@@ -1,7 +1,7 @@
 //! Bearer-token auth on the OTLP receivers: UNAUTHENTICATED / 401 without the right token
 //! (clients do not retry those), accepted with it; the token never appears in print-config.
 
-mod harness;
+use crate::harness;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::trace::v1::Span;

@@ -1,7 +1,7 @@
 //! With no processors, what comes out equals what went in: every fixture, over every transport,
 //! through both network exporters.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

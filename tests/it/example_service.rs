@@ -1,7 +1,7 @@
 //! The example RAG service (examples/rag_service.rs), run as a real child process against the
 //! real ragwatch: what a user copies works, and ragwatch understands it.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

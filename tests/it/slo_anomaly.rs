@@ -2,7 +2,7 @@
 //! (genai → trace_assembly → quality → anomaly → slo), a fake OTLP backend downstream, and the
 //! Prometheus exporter scraped over HTTP.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The genai processor end to end: fixtures in, enriched spans out of the real exporter, derived
 //! metrics on the Prometheus endpoint (parsed with a Prometheus text parser) and as OTLP.
 
-mod harness;
+use crate::harness;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

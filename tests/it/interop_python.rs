@@ -6,7 +6,7 @@
 //! Skipped with a message when the Python packages are missing, unless RAGWATCH_INTEROP=1
 //! (.ci/run installs them with pip).
 
-mod harness;
+use crate::harness;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,7 @@
 //! ragwatch behind ragwatch: the chain A → B delivers exactly what a single ragwatch does — no
 //! span lost or changed, nothing enriched, analysed or counted twice.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

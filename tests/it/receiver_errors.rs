@@ -1,6 +1,6 @@
 //! Every kind of bad input gets its right answer, and the service goes on serving.
 
-mod harness;
+use crate::harness;
 
 use std::io::Write;
 use std::marker::PhantomData;

@@ -1,0 +1,27 @@
+//! The integration tests, linked into one binary: one link instead of one per file keeps
+//! `cargo test` lean on CI's disk and cores. Each module is one concern's tests, run through
+//! the real interfaces (gRPC, HTTP, child processes) on 127.0.0.1.
+
+mod harness;
+
+mod admin_and_local_exporters;
+mod alerting;
+mod chain;
+mod cli;
+mod delivery;
+mod example_service;
+mod genai;
+mod interop_alertmanager;
+mod interop_prometheus;
+mod interop_python;
+mod loadgen;
+mod memory_limiter;
+mod passthrough;
+mod properties;
+mod quality;
+mod receiver_auth;
+mod receiver_errors;
+mod sdk;
+mod shutdown;
+mod slo_anomaly;
+mod trace_assembly;
