@@ -250,11 +250,7 @@ async fn receive(
             flate2::read::MultiGzDecoder::new(&raw[..]),
             s.limit,
         )?),
-        "zstd" => {
-            let d = zstd::stream::read::Decoder::new(&raw[..])
-                .map_err(|e| Refusal::bad(format!("bad zstd body: {e}")))?;
-            Bytes::from(inflate(d, s.limit)?)
-        }
+        "zstd" => Bytes::from(inflate(zstd_decoder(&raw, s.limit)?, s.limit)?),
         other => {
             return Err(Refusal::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -321,6 +317,21 @@ fn inflate(reader: impl Read, limit: usize) -> Result<Vec<u8>, Refusal> {
         return Err(Refusal::too_large(limit));
     }
     Ok(out)
+}
+
+/// zstd allocates the window a frame asks for before decoding anything, up to 128 MiB by
+/// default: a 21-byte body could take that much memory whatever the limit. The window is held to
+/// the limit, but not below 8 MiB, the most that zstd's standard levels (1-19) ask for, so a body
+/// from any ordinary encoder decodes; a frame asking for more is refused as undecompressable.
+fn zstd_decoder(
+    raw: &[u8],
+    limit: usize,
+) -> Result<zstd::stream::read::Decoder<'static, std::io::BufReader<&[u8]>>, Refusal> {
+    let bad = |e: std::io::Error| Refusal::bad(format!("bad zstd body: {e}"));
+    let mut d = zstd::stream::read::Decoder::new(raw).map_err(bad)?;
+    d.window_log_max(limit.clamp(8 << 20, 1 << 27).ilog2())
+        .map_err(bad)?;
+    Ok(d)
 }
 
 fn decode(signal: Signal, encoding: Encoding, data: &[u8]) -> Result<Batch, Refusal> {
@@ -405,4 +416,48 @@ fn refuse(s: &HttpState, encoding: Encoding, r: Refusal) -> Response {
             .insert(RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn zstd_with_window(data: &[u8], window_log: u32) -> Vec<u8> {
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("encoder");
+        e.window_log(window_log).expect("window");
+        e.include_contentsize(false).expect("no content size");
+        e.write_all(data).expect("write");
+        e.finish().expect("finish")
+    }
+
+    // Found by fuzz/fuzz_targets/body_decompress.rs: a 21-byte zstd body declaring a 128 MiB window
+    // made the receiver allocate 128 MiB, whatever max_request_body_size said.
+    #[test]
+    fn a_zstd_window_past_the_limit_is_refused_before_it_is_allocated() {
+        let bomb = zstd_with_window(&[0; 100], 27);
+        assert!(bomb.len() < 32);
+        let refused = zstd_decoder(&bomb, 1 << 20).and_then(|d| inflate(d, 1 << 20));
+        assert!(refused.is_err());
+        // At the default limit (20 MiB) a window of up to 16 MiB decodes, not 32 MiB.
+        let limit = 20 << 20;
+        let ok = zstd_with_window(b"spans", 24);
+        let out = zstd_decoder(&ok, limit).and_then(|d| inflate(d, limit));
+        assert_eq!(out.ok().as_deref(), Some(&b"spans"[..]));
+        let big = zstd_with_window(b"spans", 25);
+        assert!(
+            zstd_decoder(&big, limit)
+                .and_then(|d| inflate(d, limit))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_zstd_body_from_any_standard_level_decodes_under_a_small_limit() {
+        // Levels up to 19 ask for windows of up to 8 MiB when the size is not known up front.
+        let body = zstd_with_window(b"spans", 23);
+        let out = zstd_decoder(&body, 1024).and_then(|d| inflate(d, 1024));
+        assert_eq!(out.ok().as_deref(), Some(&b"spans"[..]));
+    }
 }
