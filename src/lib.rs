@@ -13,6 +13,8 @@ pub mod config;
 pub mod derived;
 pub mod exporter;
 pub mod findings;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod genai;
 pub mod loadgen;
 pub mod memory;

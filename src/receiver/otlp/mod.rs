@@ -5,7 +5,7 @@
 //! Retry-After when the pipeline is full.
 
 mod grpc;
-mod http;
+pub(crate) mod http;
 mod ingest;
 
 use std::net::SocketAddr;
