@@ -212,3 +212,52 @@ fn process(batches: Vec<Batch>) {
     ctx.derived.encode_prometheus(&mut text);
     let _ = ctx.derived.to_otlp(0);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seeds(target: &str) -> Vec<Vec<u8>> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/seeds")
+            .join(target);
+        let mut out: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+            .expect("seed dir")
+            .map(|e| std::fs::read(e.expect("entry").path()).expect("read"))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_analysis_config_loads() {
+        assert!(analysis_config().is_some());
+    }
+
+    // The fuzz targets are only built by cargo fuzz; this keeps their entry points and seeds
+    // working under `cargo test`.
+    #[test]
+    fn every_entry_point_runs_on_its_seeds() {
+        for s in seeds("otlp_protobuf") {
+            otlp_protobuf(&s);
+        }
+        for s in seeds("otlp_json") {
+            otlp_json(&s);
+        }
+        for s in seeds("config") {
+            config(std::str::from_utf8(&s).expect("utf-8"));
+        }
+        let mut inflated = 0;
+        for s in seeds("body_decompress") {
+            let (head, body) = s.split_first().expect("non-empty");
+            let encoding = if head & 1 == 0 { "gzip" } else { "zstd" };
+            if body_decompress(encoding, body, 1 << ((head >> 1) % 17)).is_some() {
+                inflated += 1;
+            }
+        }
+        assert_eq!(
+            inflated, 2,
+            "the 64 KiB seeds inflate, the 256-byte ones are refused"
+        );
+    }
+}
