@@ -353,7 +353,7 @@ fn indexed_documents(s: &Span) -> usize {
         .iter()
         .filter_map(|kv| kv.key.strip_prefix("retrieval.documents."))
         .filter_map(|rest| rest.split('.').next()?.parse::<usize>().ok())
-        .map(|i| i + 1)
+        .map(|i| i.saturating_add(1))
         .max()
         .unwrap_or(0)
 }

@@ -298,3 +298,27 @@ fn lexical_groundedness_by_hand() {
         Some(1.0)
     );
 }
+
+// Found by fuzz/fuzz_targets/genai_view.rs: `retrieval.documents.18446744073709551615.*` made the
+// document count overflow (a panic with debug assertions; a count of 0 and a false empty
+// retrieval without).
+#[test]
+fn a_document_index_of_usize_max_neither_panics_nor_reads_as_empty() {
+    let mut s = retrieval(2, Some(4), None);
+    s.attributes.push(kv_str(
+        "retrieval.documents.18446744073709551615.document.id",
+        "d",
+    ));
+    let (root, d) = run(
+        QualityConfig::default(),
+        vec![span(1, None, vec![], vec![]), s],
+    );
+    assert_eq!(q(&root, "retrieval_coverage"), Some(1.0));
+    assert_eq!(
+        d.sample(
+            "rag_quality_flags_total",
+            &[("flag", "empty_retrieval"), ("service", "unknown_service")]
+        ),
+        None
+    );
+}
