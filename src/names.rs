@@ -37,6 +37,12 @@ pub mod metrics {
     pub const EXPORTER_QUEUE_CAPACITY: &str = "ragwatch_exporter_queue_capacity";
     /// Send attempts that failed retryably and were scheduled again.
     pub const EXPORTER_RETRIES: &str = "ragwatch_exporter_retries";
+    /// Bytes an exporter's on-disk sending queue takes.
+    pub const EXPORTER_STORAGE_BYTES: &str = "ragwatch_exporter_storage_bytes";
+    /// The size limit of an exporter's on-disk sending queue.
+    pub const EXPORTER_STORAGE_CAPACITY_BYTES: &str = "ragwatch_exporter_storage_capacity_bytes";
+    /// Damaged records skipped when an on-disk sending queue was opened.
+    pub const EXPORTER_STORAGE_CORRUPTED: &str = "ragwatch_exporter_storage_corrupted";
 
     /// Items (spans, points or records) waiting in a pipeline's input queue.
     pub const PIPELINE_QUEUE_ITEMS: &str = "ragwatch_pipeline_queue_items";
@@ -76,6 +82,9 @@ pub mod metrics {
         EXPORTER_QUEUE_SIZE,
         EXPORTER_QUEUE_CAPACITY,
         EXPORTER_RETRIES,
+        EXPORTER_STORAGE_BYTES,
+        EXPORTER_STORAGE_CAPACITY_BYTES,
+        EXPORTER_STORAGE_CORRUPTED,
         PIPELINE_QUEUE_ITEMS,
         PIPELINE_QUEUE_CAPACITY,
         PIPELINE_DROPPED_ITEMS,

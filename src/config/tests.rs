@@ -213,3 +213,27 @@ service:
         "{p:?}"
     );
 }
+
+#[test]
+fn on_disk_queue_settings_are_checked() {
+    let p = problems(
+        r#"
+receivers:
+  otlp:
+exporters:
+  otlp:
+    endpoint: http://127.0.0.1:4317
+    sending_queue: { storage: Cargo.toml, storage_max_mib: 0, storage_sync_interval: 2s }
+service:
+  pipelines:
+    traces: { receivers: [otlp], exporters: [otlp] }
+"#,
+    );
+    for want in [
+        "exporters.otlp.sending_queue.storage: `Cargo.toml` exists and is not a directory",
+        "exporters.otlp.sending_queue.storage_max_mib: must be greater than zero",
+        "exporters.otlp.sending_queue.storage_sync_interval: must be greater than zero and at most 500ms",
+    ] {
+        assert!(p.iter().any(|l| l == want), "{want} in {p:?}");
+    }
+}

@@ -59,6 +59,9 @@ pub struct SelfMetrics {
     exporter_enqueue_failed: PerSignal<ExporterLabels>,
     exporter_queue_size: Family<ExporterLabels, Gauge>,
     exporter_queue_capacity: Family<ExporterLabels, Gauge>,
+    exporter_storage_bytes: Family<ExporterLabels, Gauge>,
+    exporter_storage_capacity: Family<ExporterLabels, Gauge>,
+    exporter_storage_corrupted: Family<ExporterLabels, Counter>,
     exporter_retries: Family<ExporterLabels, Counter>,
     pipeline_queue_items: Family<PipelineLabels, Gauge>,
     pipeline_queue_capacity: Family<PipelineLabels, Gauge>,
@@ -150,6 +153,9 @@ impl SelfMetrics {
             exporter_enqueue_failed,
             exporter_queue_size: Default::default(),
             exporter_queue_capacity: Default::default(),
+            exporter_storage_bytes: Default::default(),
+            exporter_storage_capacity: Default::default(),
+            exporter_storage_corrupted: Default::default(),
             exporter_retries: Default::default(),
             pipeline_queue_items: Default::default(),
             pipeline_queue_capacity: Default::default(),
@@ -177,8 +183,23 @@ impl SelfMetrics {
         );
         r.register(
             m::EXPORTER_QUEUE_CAPACITY,
-            "Capacity of an exporter's sending queue in requests",
+            "Capacity of an exporter's sending queue in requests (0 when the queue is on disk)",
             s.exporter_queue_capacity.clone(),
+        );
+        r.register(
+            m::EXPORTER_STORAGE_BYTES,
+            "Bytes an exporter's on-disk sending queue takes",
+            s.exporter_storage_bytes.clone(),
+        );
+        r.register(
+            m::EXPORTER_STORAGE_CAPACITY_BYTES,
+            "The size limit of an exporter's on-disk sending queue",
+            s.exporter_storage_capacity.clone(),
+        );
+        r.register(
+            m::EXPORTER_STORAGE_CORRUPTED,
+            "Damaged or cut-short records skipped when the on-disk sending queue was opened",
+            s.exporter_storage_corrupted.clone(),
         );
         r.register(
             m::EXPORTER_RETRIES,
@@ -320,6 +341,9 @@ impl SelfMetrics {
                 .map(|f| f.get_or_create(&l).clone()),
             queue_size: self.exporter_queue_size.get_or_create(&l).clone(),
             queue_capacity: self.exporter_queue_capacity.get_or_create(&l).clone(),
+            storage_bytes: self.exporter_storage_bytes.get_or_create(&l).clone(),
+            storage_capacity: self.exporter_storage_capacity.get_or_create(&l).clone(),
+            storage_corrupted: self.exporter_storage_corrupted.get_or_create(&l).clone(),
             retries: self.exporter_retries.get_or_create(&l).clone(),
         }
     }
@@ -398,6 +422,9 @@ pub struct ExporterCounters {
     enqueue_failed: [Counter; 3],
     pub queue_size: Gauge,
     pub queue_capacity: Gauge,
+    pub storage_bytes: Gauge,
+    pub storage_capacity: Gauge,
+    pub storage_corrupted: Counter,
     retries: Counter,
 }
 

@@ -9,6 +9,7 @@ mod alerting;
 mod chain;
 mod cli;
 mod delivery;
+mod disk_queue;
 mod example_service;
 mod genai;
 mod interop_alertmanager;
