@@ -54,6 +54,8 @@ pub struct SelfMetrics {
     receiver_refused: PerSignal<ReceiverLabels>,
     receiver_requests: Family<RequestLabels, Counter>,
     receiver_empty_json: Family<ReceiverLabels, Counter>,
+    receiver_tls_handshake_failures: Family<ReceiverLabels, Counter>,
+    receiver_tls_reloads: Family<RequestLabels, Counter>,
     exporter_sent: PerSignal<ExporterLabels>,
     exporter_send_failed: PerSignal<ExporterLabels>,
     exporter_enqueue_failed: PerSignal<ExporterLabels>,
@@ -148,6 +150,8 @@ impl SelfMetrics {
             receiver_refused,
             receiver_requests: Default::default(),
             receiver_empty_json: Default::default(),
+            receiver_tls_handshake_failures: Default::default(),
+            receiver_tls_reloads: Default::default(),
             exporter_sent,
             exporter_send_failed,
             exporter_enqueue_failed,
@@ -175,6 +179,16 @@ impl SelfMetrics {
             m::RECEIVER_EMPTY_JSON_REQUESTS,
             "OTLP/JSON requests that decoded to zero items (check for snake_case keys)",
             s.receiver_empty_json.clone(),
+        );
+        r.register(
+            m::RECEIVER_TLS_HANDSHAKE_FAILURES,
+            "TLS handshakes a receiver refused or that did not finish",
+            s.receiver_tls_handshake_failures.clone(),
+        );
+        r.register(
+            m::RECEIVER_TLS_RELOADS,
+            "Changes of a receiver's TLS files, by outcome (reloaded, or failed and the certificate in use kept)",
+            s.receiver_tls_reloads.clone(),
         );
         r.register(
             m::EXPORTER_QUEUE_SIZE,
@@ -321,6 +335,31 @@ impl SelfMetrics {
         }
     }
 
+    /// A TLS receiver's handshake and reload counters.
+    pub fn tls(&self, receiver: &str, transport: &str) -> TlsCounters {
+        let l = ReceiverLabels {
+            receiver: receiver.to_string(),
+            transport: transport.to_string(),
+        };
+        let reload = |outcome: &str| {
+            self.receiver_tls_reloads
+                .get_or_create(&RequestLabels {
+                    receiver: receiver.to_string(),
+                    transport: transport.to_string(),
+                    outcome: outcome.to_string(),
+                })
+                .clone()
+        };
+        TlsCounters {
+            handshake_failures: self
+                .receiver_tls_handshake_failures
+                .get_or_create(&l)
+                .clone(),
+            reloaded: reload("reloaded"),
+            reload_failed: reload("failed"),
+        }
+    }
+
     pub fn exporter(&self, exporter: &str) -> ExporterCounters {
         let l = ExporterLabels {
             exporter: exporter.to_string(),
@@ -410,6 +449,26 @@ impl ReceiverCounters {
             hint,
             "an OTLP/JSON request decoded to zero items; OTLP/JSON keys are lowerCamelCase (resourceSpans, not resource_spans)"
         );
+    }
+}
+
+/// A TLS receiver's counters.
+#[derive(Clone, Default)]
+pub struct TlsCounters {
+    handshake_failures: Counter,
+    reloaded: Counter,
+    reload_failed: Counter,
+}
+
+impl TlsCounters {
+    pub fn handshake_failed(&self) {
+        self.handshake_failures.inc();
+    }
+    pub fn reloaded(&self) {
+        self.reloaded.inc();
+    }
+    pub fn reload_failed(&self) {
+        self.reload_failed.inc();
     }
 }
 

@@ -25,4 +25,5 @@ mod receiver_errors;
 mod sdk;
 mod shutdown;
 mod slo_anomaly;
+mod tls;
 mod trace_assembly;
