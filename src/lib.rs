@@ -29,6 +29,7 @@ pub mod signal;
 pub mod slo;
 pub mod synth;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::Config;
 pub use service::Service;

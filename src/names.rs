@@ -18,6 +18,12 @@ pub mod metrics {
     pub const RECEIVER_REQUESTS: &str = "ragwatch_receiver_requests";
     /// JSON requests that decoded to zero items (often snake_case keys instead of lowerCamelCase).
     pub const RECEIVER_EMPTY_JSON_REQUESTS: &str = "ragwatch_receiver_empty_json_requests";
+    /// TLS handshakes a receiver refused or that did not finish (no or a wrong client
+    /// certificate, plaintext to a TLS port, an old TLS version, a timeout).
+    pub const RECEIVER_TLS_HANDSHAKE_FAILURES: &str = "ragwatch_receiver_tls_handshake_failures";
+    /// Changes of a receiver's TLS files, by outcome: `reloaded` or `failed` (the certificate in
+    /// use stays).
+    pub const RECEIVER_TLS_RELOADS: &str = "ragwatch_receiver_tls_reloads";
 
     pub const EXPORTER_SENT_SPANS: &str = "ragwatch_exporter_sent_spans";
     pub const EXPORTER_SEND_FAILED_SPANS: &str = "ragwatch_exporter_send_failed_spans";
@@ -37,6 +43,12 @@ pub mod metrics {
     pub const EXPORTER_QUEUE_CAPACITY: &str = "ragwatch_exporter_queue_capacity";
     /// Send attempts that failed retryably and were scheduled again.
     pub const EXPORTER_RETRIES: &str = "ragwatch_exporter_retries";
+    /// Bytes an exporter's on-disk sending queue takes.
+    pub const EXPORTER_STORAGE_BYTES: &str = "ragwatch_exporter_storage_bytes";
+    /// The size limit of an exporter's on-disk sending queue.
+    pub const EXPORTER_STORAGE_CAPACITY_BYTES: &str = "ragwatch_exporter_storage_capacity_bytes";
+    /// Damaged records skipped when an on-disk sending queue was opened.
+    pub const EXPORTER_STORAGE_CORRUPTED: &str = "ragwatch_exporter_storage_corrupted";
 
     /// Items (spans, points or records) waiting in a pipeline's input queue.
     pub const PIPELINE_QUEUE_ITEMS: &str = "ragwatch_pipeline_queue_items";
@@ -64,6 +76,8 @@ pub mod metrics {
         RECEIVER_REFUSED_LOG_RECORDS,
         RECEIVER_REQUESTS,
         RECEIVER_EMPTY_JSON_REQUESTS,
+        RECEIVER_TLS_HANDSHAKE_FAILURES,
+        RECEIVER_TLS_RELOADS,
         EXPORTER_SENT_SPANS,
         EXPORTER_SEND_FAILED_SPANS,
         EXPORTER_ENQUEUE_FAILED_SPANS,
@@ -76,6 +90,9 @@ pub mod metrics {
         EXPORTER_QUEUE_SIZE,
         EXPORTER_QUEUE_CAPACITY,
         EXPORTER_RETRIES,
+        EXPORTER_STORAGE_BYTES,
+        EXPORTER_STORAGE_CAPACITY_BYTES,
+        EXPORTER_STORAGE_CORRUPTED,
         PIPELINE_QUEUE_ITEMS,
         PIPELINE_QUEUE_CAPACITY,
         PIPELINE_DROPPED_ITEMS,

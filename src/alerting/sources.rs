@@ -197,22 +197,27 @@ impl Sources {
         }
     }
 
-    /// Queue fill per exporter and pipeline: (kind, name, fill).
-    fn queue_fill(own: &[prometheus_parse::Sample]) -> Vec<(&'static str, String, f64)> {
-        let mut size: BTreeMap<(&'static str, String), (f64, f64)> = BTreeMap::new();
+    /// Queue fill per exporter and pipeline: (kind, name, which queue, fill). An exporter's
+    /// on-disk queue is measured in bytes.
+    fn queue_fill(
+        own: &[prometheus_parse::Sample],
+    ) -> Vec<(&'static str, String, &'static str, f64)> {
+        let mut size: BTreeMap<(&'static str, String, &'static str), (f64, f64)> = BTreeMap::new();
         for s in own {
             let prometheus_parse::Value::Gauge(v) = s.value else {
                 continue;
             };
-            let (kind, label, is_cap) = match s.metric.as_str() {
-                sm::EXPORTER_QUEUE_SIZE => ("exporter", "exporter", false),
-                sm::EXPORTER_QUEUE_CAPACITY => ("exporter", "exporter", true),
-                sm::PIPELINE_QUEUE_ITEMS => ("pipeline", "pipeline", false),
-                sm::PIPELINE_QUEUE_CAPACITY => ("pipeline", "pipeline", true),
+            let (kind, which, is_cap) = match s.metric.as_str() {
+                sm::EXPORTER_QUEUE_SIZE => ("exporter", "queue", false),
+                sm::EXPORTER_QUEUE_CAPACITY => ("exporter", "queue", true),
+                sm::EXPORTER_STORAGE_BYTES => ("exporter", "on-disk queue", false),
+                sm::EXPORTER_STORAGE_CAPACITY_BYTES => ("exporter", "on-disk queue", true),
+                sm::PIPELINE_QUEUE_ITEMS => ("pipeline", "queue", false),
+                sm::PIPELINE_QUEUE_CAPACITY => ("pipeline", "queue", true),
                 _ => continue,
             };
             let e = size
-                .entry((kind, s.labels.get(label).unwrap_or("").to_string()))
+                .entry((kind, s.labels.get(kind).unwrap_or("").to_string(), which))
                 .or_default();
             if is_cap {
                 e.1 = v;
@@ -222,7 +227,7 @@ impl Sources {
         }
         size.into_iter()
             .filter(|(_, (_, cap))| *cap > 0.0)
-            .map(|((k, n), (used, cap))| (k, n, used / cap))
+            .map(|((k, n, w), (used, cap))| (k, n, w, used / cap))
             .collect()
     }
 
@@ -364,16 +369,16 @@ impl Sources {
         }
         if self.enabled("queue_full") {
             let threshold = self.config.rule("queue_full").threshold.unwrap_or(0.8);
-            for (kind, name, fill) in Self::queue_fill(&own) {
+            for (kind, name, which, fill) in Self::queue_fill(&own) {
                 if fill >= threshold {
                     let mut l = Labels::new();
                     l.insert(kind.into(), name.clone());
                     let mut a = Labels::new();
                     a.insert(
                         "summary".into(),
-                        format!("{kind} {name} queue is {:.0}% full", fill * 100.0),
+                        format!("{kind} {name} {which} is {:.0}% full", fill * 100.0),
                     );
-                    a.insert("description".into(), format!("the {kind} queue of {name} holds {:.0}% of its capacity (threshold {:.0}%)", fill * 100.0, threshold * 100.0));
+                    a.insert("description".into(), format!("the {kind} {which} of {name} holds {:.0}% of its capacity (threshold {:.0}%)", fill * 100.0, threshold * 100.0));
                     out.push(self.condition("queue_full", "warning", l, a));
                 }
             }

@@ -38,8 +38,9 @@ fn every_example_config_parses() {
             .and_then(|f| f.to_str())
             .unwrap_or_default()
             .to_string();
-        // prices.yaml is the price table, checked by the genai tests.
-        if !name.ends_with(".yaml") || name == "prices.yaml" {
+        // prices.yaml is the price table, checked by the genai tests. tls.yaml names certificate
+        // and key files that validation reads: tests/it/tls.rs writes them and validates it.
+        if !name.ends_with(".yaml") || name == "prices.yaml" || name == "tls.yaml" {
             continue;
         }
         let text = std::fs::read_to_string(&path).expect("read");
@@ -212,4 +213,28 @@ service:
         )),
         "{p:?}"
     );
+}
+
+#[test]
+fn on_disk_queue_settings_are_checked() {
+    let p = problems(
+        r#"
+receivers:
+  otlp:
+exporters:
+  otlp:
+    endpoint: http://127.0.0.1:4317
+    sending_queue: { storage: Cargo.toml, storage_max_mib: 0, storage_sync_interval: 2s }
+service:
+  pipelines:
+    traces: { receivers: [otlp], exporters: [otlp] }
+"#,
+    );
+    for want in [
+        "exporters.otlp.sending_queue.storage: `Cargo.toml` exists and is not a directory",
+        "exporters.otlp.sending_queue.storage_max_mib: must be greater than zero",
+        "exporters.otlp.sending_queue.storage_sync_interval: must be greater than zero and at most 500ms",
+    ] {
+        assert!(p.iter().any(|l| l == want), "{want} in {p:?}");
+    }
 }

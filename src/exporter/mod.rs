@@ -10,6 +10,7 @@ mod otlp_http;
 mod prometheus;
 mod queue;
 mod tls;
+mod wal;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -219,6 +220,19 @@ pub struct QueueConfig {
     /// counts it in ragwatch_exporter_enqueue_failed_*.
     #[serde(default = "yes")]
     pub block_on_overflow: bool,
+    /// A directory for an on-disk queue (`otlp` and `otlphttp`): every request is written there
+    /// before it is sent, survives a restart or a crash, and is removed once delivered. Each
+    /// exporter uses its own subdirectory; `queue_size` does not apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<std::path::PathBuf>,
+    /// The most the on-disk queue may take (default 1024 MiB); when full, the same rule as
+    /// `block_on_overflow` applies.
+    #[serde(default = "default_storage_mib")]
+    pub storage_max_mib: u64,
+    /// How often what was written is fsynced (default 200ms; at most 500ms). A killed process
+    /// loses nothing either way; this bounds what a power loss can take.
+    #[serde(default = "default_sync_interval", with = "duration")]
+    pub storage_sync_interval: Duration,
 }
 
 impl Default for QueueConfig {
@@ -227,8 +241,18 @@ impl Default for QueueConfig {
             queue_size: default_queue_size(),
             num_consumers: default_consumers(),
             block_on_overflow: true,
+            storage: None,
+            storage_max_mib: default_storage_mib(),
+            storage_sync_interval: default_sync_interval(),
         }
     }
+}
+
+fn default_storage_mib() -> u64 {
+    1024
+}
+fn default_sync_interval() -> Duration {
+    Duration::from_millis(200)
 }
 
 fn default_queue_size() -> usize {
@@ -250,6 +274,29 @@ impl QueueConfig {
             problems.push(
                 &format!("{path}.num_consumers"),
                 "must be greater than zero",
+            );
+        }
+        if self.storage_max_mib == 0 {
+            problems.push(
+                &format!("{path}.storage_max_mib"),
+                "must be greater than zero",
+            );
+        }
+        if self.storage_sync_interval.is_zero()
+            || self.storage_sync_interval > Duration::from_millis(500)
+        {
+            problems.push(
+                &format!("{path}.storage_sync_interval"),
+                "must be greater than zero and at most 500ms",
+            );
+        }
+        if let Some(dir) = &self.storage
+            && dir.exists()
+            && !dir.is_dir()
+        {
+            problems.push(
+                &format!("{path}.storage"),
+                format!("`{}` exists and is not a directory", dir.display()),
             );
         }
     }
@@ -348,6 +395,21 @@ impl Payload {
             items,
             encoded: OnceLock::new(),
         })
+    }
+
+    /// A request read back from the on-disk queue. Only the OTLP exporters have one, and they
+    /// send only the encoding, so the batch stays empty.
+    fn encoded(signal: Signal, items: usize, bytes: Bytes) -> Payload {
+        let batch = match signal {
+            Signal::Traces => Batch::Traces(Default::default()),
+            Signal::Metrics => Batch::Metrics(Default::default()),
+            Signal::Logs => Batch::Logs(Default::default()),
+        };
+        Payload {
+            batch,
+            items,
+            encoded: OnceLock::from(bytes),
+        }
     }
 
     pub fn signal(&self) -> Signal {
@@ -470,7 +532,8 @@ pub fn start(
         config.retry(),
         counters,
         ctx.hard_stop.clone(),
-    );
+    )
+    .map_err(err)?;
     Ok(RunningExporter {
         handle,
         tasks,

@@ -9,10 +9,11 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResp
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
+use super::tls::identity_error;
 use super::{Compression, Delivered, ExportError, OtlpExporterConfig, Payload};
 use crate::signal::Signal;
 
@@ -57,6 +58,9 @@ impl GrpcTransport {
             let mut t = ClientTlsConfig::new().with_webpki_roots();
             if let Some(pem) = c.tls.read_ca()? {
                 t = t.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let Some(id) = c.tls.read_identity().map_err(identity_error)? {
+                t = t.identity(Identity::from_pem(&id.cert, &id.key));
             }
             if let Some(name) = &c.tls.server_name_override {
                 t = t.domain_name(name.clone());

@@ -67,6 +67,11 @@ impl HttpTransport {
                 reqwest::Certificate::from_pem(&pem).map_err(|e| format!("tls.ca_file: {e}"))?;
             builder = builder.tls_certs_only([cert]);
         }
+        if let Some(id) = c.tls.read_identity().map_err(super::tls::identity_error)? {
+            let identity = reqwest::Identity::from_pem(&id.combined_pem())
+                .map_err(|e| format!("tls.cert_file / tls.key_file: {e}"))?;
+            builder = builder.identity(identity);
+        }
         let client = builder
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;

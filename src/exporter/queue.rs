@@ -1,13 +1,17 @@
-//! The sending queue and retry loop shared by every exporter.
+//! The sending queue and retry loop shared by every exporter: in memory, or on disk when
+//! `sending_queue.storage` is set (see [`super::wal`]).
 
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::RngExt;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::wal::{Wal, WalError};
 use super::{ExportError, Payload, QueueConfig, RetryConfig, Transport};
 use crate::telemetry::ExporterCounters;
 
@@ -16,9 +20,85 @@ use crate::telemetry::ExporterCounters;
 #[derive(Clone)]
 pub struct ExporterHandle {
     id: Arc<str>,
-    tx: mpsc::Sender<Arc<Payload>>,
+    tx: Option<mpsc::Sender<Arc<Payload>>>,
+    disk: Option<Arc<CloseOnDrop>>,
     block: bool,
     counters: ExporterCounters,
+}
+
+/// The on-disk queue of one exporter, shared by its handle and its consumers.
+struct Disk {
+    wal: Wal,
+    /// A request was written, or the queue closed.
+    readable: Notify,
+    /// Room was made.
+    room: Notify,
+    closed: AtomicBool,
+    counters: ExporterCounters,
+    hard_stop: CancellationToken,
+}
+
+impl Disk {
+    fn publish(&self) {
+        let (used, max) = self.wal.usage();
+        self.counters.storage_bytes.set(used as i64);
+        self.counters.storage_capacity.set(max as i64);
+        self.counters.queue_size.set(self.wal.pending() as i64);
+    }
+
+    async fn append(self: &Arc<Self>, p: &Payload, block: bool) {
+        let (signal, items) = (p.signal(), p.items);
+        let bytes = p.protobuf().clone();
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            let d = self.clone();
+            let b = bytes.clone();
+            let r = tokio::task::spawn_blocking(move || d.wal.append(signal, items, &b))
+                .await
+                .unwrap_or_else(|e| Err(WalError::Io(format!("the writer task failed: {e}"))));
+            match r {
+                Ok(()) => {
+                    self.readable.notify_one();
+                    self.publish();
+                    return;
+                }
+                Err(WalError::Full { .. }) if block => {
+                    tokio::select! {
+                        _ = &mut room => continue,
+                        _ = self.hard_stop.cancelled() => {
+                            self.counters.send_failed(signal, items, "shutdown grace period ran out while the on-disk queue was full");
+                            return;
+                        }
+                    }
+                }
+                Err(WalError::Full { .. }) => {
+                    self.counters.enqueue_failed(signal, items);
+                    return;
+                }
+                Err(e) => {
+                    self.counters.send_failed(
+                        signal,
+                        items,
+                        &format!("cannot write to the on-disk queue: {e}"),
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Closes the on-disk queue when the last handle is gone, as dropping the last sender closes an
+/// in-memory one.
+struct CloseOnDrop(Arc<Disk>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::SeqCst);
+        self.0.readable.notify_waiters();
+    }
 }
 
 impl ExporterHandle {
@@ -28,15 +108,16 @@ impl ExporterHandle {
 
     /// Put a payload in the queue: wait for room when `block_on_overflow`, else drop and count.
     pub async fn enqueue(&self, p: Arc<Payload>) {
+        if let Some(d) = &self.disk {
+            return d.0.append(&p, self.block).await;
+        }
+        let Some(tx) = &self.tx else { return };
         let (signal, items) = (p.signal(), p.items);
         self.counters.queue_size.inc();
         let result = if self.block {
-            self.tx
-                .send(p)
-                .await
-                .map_err(|_| "the exporter has stopped")
+            tx.send(p).await.map_err(|_| "the exporter has stopped")
         } else {
-            self.tx.try_send(p).map_err(|e| match e {
+            tx.try_send(p).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => "full",
                 mpsc::error::TrySendError::Closed(_) => "the exporter has stopped",
             })
@@ -59,45 +140,141 @@ pub(super) fn start(
     retry: RetryConfig,
     counters: ExporterCounters,
     hard_stop: CancellationToken,
-) -> (ExporterHandle, Vec<JoinHandle<()>>) {
+) -> Result<(ExporterHandle, Vec<JoinHandle<()>>), String> {
+    let transport = Arc::new(transport);
+    if let Some(dir) = queue.storage.clone() {
+        return start_on_disk(id, &dir, transport, queue, retry, counters, hard_stop);
+    }
     let (tx, rx) = mpsc::channel(queue.queue_size);
     counters.queue_capacity.set(queue.queue_size as i64);
     let rx = Arc::new(Mutex::new(rx));
-    let transport = Arc::new(transport);
     let tasks = (0..queue.num_consumers)
         .map(|_| {
             let w = Worker {
-                rx: rx.clone(),
                 transport: transport.clone(),
                 retry: retry.clone(),
                 counters: counters.clone(),
                 hard_stop: hard_stop.clone(),
             };
-            tokio::spawn(w.run())
+            tokio::spawn(w.run_memory(rx.clone()))
         })
         .collect();
     let handle = ExporterHandle {
         id: Arc::from(id),
-        tx,
+        tx: Some(tx),
+        disk: None,
         block: queue.block_on_overflow,
         counters,
     };
-    (handle, tasks)
+    Ok((handle, tasks))
+}
+
+/// A directory name for an exporter id (`otlp/jaeger` → `otlp_jaeger`).
+fn dir_name(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn start_on_disk(
+    id: &str,
+    storage: &Path,
+    transport: Arc<Transport>,
+    queue: QueueConfig,
+    retry: RetryConfig,
+    counters: ExporterCounters,
+    hard_stop: CancellationToken,
+) -> Result<(ExporterHandle, Vec<JoinHandle<()>>), String> {
+    let dir = storage.join(dir_name(id));
+    let (wal, found) = Wal::open(&dir, queue.storage_max_mib.saturating_mul(1 << 20))
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        exporter = id,
+        dir = %dir.display(),
+        requests = found.requests,
+        bytes = found.bytes,
+        corrupted = found.corrupted,
+        "on-disk sending queue opened; {} requests left by the last run will be sent",
+        found.requests
+    );
+    counters.storage_corrupted.inc_by(found.corrupted as u64);
+    // In requests, the in-memory capacity means nothing here; the storage gauges say how full.
+    counters.queue_capacity.set(0);
+    let disk = Arc::new(Disk {
+        wal,
+        readable: Notify::new(),
+        room: Notify::new(),
+        closed: AtomicBool::new(false),
+        counters: counters.clone(),
+        hard_stop: hard_stop.clone(),
+    });
+    disk.publish();
+    let mut tasks: Vec<JoinHandle<()>> = (0..queue.num_consumers)
+        .map(|_| {
+            let w = Worker {
+                transport: transport.clone(),
+                retry: retry.clone(),
+                counters: counters.clone(),
+                hard_stop: hard_stop.clone(),
+            };
+            tokio::spawn(w.run_disk(disk.clone()))
+        })
+        .collect();
+    tasks.push(tokio::spawn(sync_loop(
+        disk.clone(),
+        queue.storage_sync_interval,
+    )));
+    let handle = ExporterHandle {
+        id: Arc::from(id),
+        tx: None,
+        disk: Some(Arc::new(CloseOnDrop(disk))),
+        block: queue.block_on_overflow,
+        counters,
+    };
+    Ok((handle, tasks))
+}
+
+/// fsync what was written, every `every`, until the queue is closed and drained or time is up.
+async fn sync_loop(disk: Arc<Disk>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = disk.hard_stop.cancelled() => {}
+        }
+        let d = disk.clone();
+        let r = tokio::task::spawn_blocking(move || d.wal.sync()).await;
+        if let Ok(Err(e)) = r {
+            tracing::error!(exporter = %disk.counters.exporter, error = %e, "on-disk queue: fsync failed");
+        }
+        // Every other holder gone (the handle and the consumers): the last sync is done.
+        if disk.hard_stop.is_cancelled() || Arc::strong_count(&disk) == 1 {
+            return;
+        }
+    }
 }
 
 struct Worker {
-    rx: Arc<Mutex<mpsc::Receiver<Arc<Payload>>>>,
     transport: Arc<Transport>,
     retry: RetryConfig,
     counters: ExporterCounters,
     hard_stop: CancellationToken,
 }
 
+const INTERRUPTED: &str = "shutdown grace period ran out";
+
 impl Worker {
-    async fn run(self) {
+    async fn run_memory(self, rx: Arc<Mutex<mpsc::Receiver<Arc<Payload>>>>) {
         loop {
             let next = {
-                let mut rx = self.rx.lock().await;
+                let mut rx = rx.lock().await;
                 tokio::select! {
                     biased;
                     p = rx.recv() => p,
@@ -106,7 +283,7 @@ impl Worker {
                         rx.close();
                         while let Some(p) = rx.recv().await {
                             self.counters.queue_size.dec();
-                            self.counters.send_failed(p.signal(), p.items, "shutdown grace period ran out");
+                            self.counters.send_failed(p.signal(), p.items, INTERRUPTED);
                         }
                         None
                     }
@@ -114,11 +291,59 @@ impl Worker {
             };
             let Some(p) = next else { return };
             self.counters.queue_size.dec();
-            self.deliver(&p).await;
+            if !self.deliver(&p).await {
+                self.counters.send_failed(p.signal(), p.items, INTERRUPTED);
+            }
         }
     }
 
-    async fn deliver(&self, p: &Payload) {
+    /// Send what the log holds, in order; acknowledge each request delivered or given up on.
+    /// What is still on disk when time runs out is sent by the next start.
+    async fn run_disk(self, disk: Arc<Disk>) {
+        loop {
+            let readable = disk.readable.notified();
+            tokio::pin!(readable);
+            readable.as_mut().enable();
+            let d = disk.clone();
+            let next = tokio::task::spawn_blocking(move || d.wal.next())
+                .await
+                .unwrap_or_else(|e| Err(WalError::Io(format!("the reader task failed: {e}"))));
+            let record = match next {
+                Ok(Some(r)) => r,
+                Ok(None) if disk.closed.load(Ordering::SeqCst) => return,
+                Ok(None) => {
+                    tokio::select! {
+                        _ = &mut readable => continue,
+                        _ = self.hard_stop.cancelled() => return,
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(exporter = %self.counters.exporter, error = %e, "on-disk queue: cannot read; trying again in 1s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = self.hard_stop.cancelled() => return,
+                    }
+                }
+            };
+            let p = Payload::encoded(record.signal, record.items, record.payload);
+            if !self.deliver(&p).await {
+                tracing::info!(
+                    exporter = %self.counters.exporter,
+                    signal = %p.signal(),
+                    items = p.items,
+                    "shutdown grace period ran out; the request stays on disk for the next start"
+                );
+                return;
+            }
+            disk.wal.ack(record.id);
+            disk.room.notify_waiters();
+            disk.publish();
+        }
+    }
+
+    /// Send with retries until delivered, rejected or given up on (counted); false when the
+    /// grace period ran out first (the caller decides what that means for the request).
+    async fn deliver(&self, p: &Payload) -> bool {
         let (signal, items) = (p.signal(), p.items);
         let started = Instant::now();
         let mut backoff = self.retry.initial_interval;
@@ -128,10 +353,7 @@ impl Worker {
             let result = tokio::select! {
                 biased;
                 r = self.transport.send(p) => r,
-                _ = self.hard_stop.cancelled() => {
-                    self.counters.send_failed(signal, items, "shutdown grace period ran out");
-                    return;
-                }
+                _ = self.hard_stop.cancelled() => return false,
             };
             let (message, retry_after) = match result {
                 Ok(d) => {
@@ -144,7 +366,7 @@ impl Worker {
                         );
                         self.counters.send_failed(signal, rejected, &why);
                     }
-                    return;
+                    return true;
                 }
                 Err(ExportError::Permanent(message)) => {
                     self.counters.send_failed(
@@ -152,7 +374,7 @@ impl Worker {
                         items,
                         &format!("permanent error, not retried: {message}"),
                     );
-                    return;
+                    return true;
                 }
                 Err(ExportError::Retryable {
                     message,
@@ -165,7 +387,7 @@ impl Worker {
                     items,
                     &format!("retryable error and retries are disabled: {message}"),
                 );
-                return;
+                return true;
             }
             let delay =
                 retry_after.unwrap_or_else(|| jitter(backoff, self.retry.randomization_factor));
@@ -175,16 +397,13 @@ impl Worker {
                     started.elapsed()
                 );
                 self.counters.send_failed(signal, items, &why);
-                return;
+                return true;
             }
             self.counters.retry(signal, attempt, delay, &message);
             tokio::select! {
                 biased;
                 _ = tokio::time::sleep(delay) => {}
-                _ = self.hard_stop.cancelled() => {
-                    self.counters.send_failed(signal, items, "shutdown grace period ran out while retrying");
-                    return;
-                }
+                _ = self.hard_stop.cancelled() => return false,
             }
             backoff = backoff
                 .mul_f64(self.retry.multiplier)

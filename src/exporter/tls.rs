@@ -1,8 +1,10 @@
-//! Client TLS settings for the network exporters (rustls; TLS 1.2 and later).
+//! Client TLS settings for the network exporters (rustls; TLS 1.2 and later), with an optional
+//! client certificate for backends that require mutual TLS.
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problems;
+use crate::tls::{parse_certs, parse_key};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,17 +19,52 @@ pub struct TlsClientConfig {
     /// Override the server name checked against the certificate.
     #[serde(default)]
     pub server_name_override: Option<String>,
+    /// A PEM client certificate chain presented to the backend (mutual TLS); needs `key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+    /// The PEM private key of `cert_file`. Only the path is ever printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
 }
 
 impl TlsClientConfig {
     pub(super) fn validate(&self, path: &str, problems: &mut Problems) {
-        if let Some(f) = &self.ca_file
-            && !std::path::Path::new(f).is_file()
-        {
-            problems.push(
-                &format!("{path}.ca_file"),
-                format!("`{f}` is not a readable file"),
-            );
+        if let Some(f) = &self.ca_file {
+            match std::fs::read(f) {
+                Err(e) => problems.push(
+                    &format!("{path}.ca_file"),
+                    format!("cannot read `{f}`: {e}"),
+                ),
+                Ok(pem) => {
+                    if let Err(m) = parse_certs(&pem, f) {
+                        problems.push(&format!("{path}.ca_file"), m);
+                    }
+                }
+            }
+        }
+        match (&self.cert_file, &self.key_file) {
+            (None, None) => {}
+            (Some(_), None) => problems.push(
+                &format!("{path}.key_file"),
+                "cert_file is set without key_file; a client certificate needs its key",
+            ),
+            (None, Some(_)) => problems.push(
+                &format!("{path}.cert_file"),
+                "key_file is set without cert_file; a client certificate needs both",
+            ),
+            (Some(_), Some(_)) => {
+                if self.insecure {
+                    problems.push(
+                        &format!("{path}.insecure"),
+                        "is true, so the client certificate in cert_file would never be sent; remove one of them",
+                    );
+                }
+                if let Err(found) = self.read_identity() {
+                    for (key, message) in found {
+                        problems.push(&format!("{path}.{key}"), message);
+                    }
+                }
+            }
         }
     }
 
@@ -39,4 +76,76 @@ impl TlsClientConfig {
                 .map_err(|e| format!("cannot read tls.ca_file {f}: {e}")),
         }
     }
+
+    /// The client certificate and key as PEM (`None` without `cert_file`), checked to be a
+    /// certificate with its own key. Each problem names the setting it is about.
+    pub(super) fn read_identity(
+        &self,
+    ) -> Result<Option<ClientIdentity>, Vec<(&'static str, String)>> {
+        let (Some(cert_file), Some(key_file)) = (&self.cert_file, &self.key_file) else {
+            return Ok(None);
+        };
+        let mut problems = Vec::new();
+        let cert = std::fs::read(cert_file)
+            .map_err(|e| format!("cannot read `{cert_file}`: {e}"))
+            .and_then(|pem| parse_certs(&pem, cert_file).map(|chain| (pem, chain)))
+            .map_err(|m| problems.push(("cert_file", m)))
+            .ok();
+        let key = std::fs::read(key_file)
+            .map_err(|e| format!("cannot read `{key_file}`: {e}"))
+            .and_then(|pem| parse_key(&pem, key_file).map(|der| (pem, der)))
+            .map_err(|m| problems.push(("key_file", m)))
+            .ok();
+        let (Some((cert, chain)), Some((key, key_der))) = (cert, key) else {
+            return Err(problems);
+        };
+        rustls::sign::CertifiedKey::from_der(chain, key_der, &crate::tls::provider()).map_err(
+            |e| {
+                vec![match e {
+                    rustls::Error::InconsistentKeys(_) => (
+                        "key_file",
+                        format!(
+                            "the key in `{key_file}` does not belong to the certificate in `{cert_file}`"
+                        ),
+                    ),
+                    rustls::Error::General(m) => ("key_file", format!("`{key_file}`: {m}")),
+                    other => ("cert_file", format!("`{cert_file}`: {other}")),
+                }]
+            },
+        )?;
+        Ok(Some(ClientIdentity { cert, key }))
+    }
+}
+
+/// A client certificate chain and its key, as the PEM files hold them. Debug shows neither.
+pub(super) struct ClientIdentity {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientIdentity([REDACTED])")
+    }
+}
+
+impl ClientIdentity {
+    /// Certificate and key in one PEM text, as reqwest takes them.
+    pub(super) fn combined_pem(&self) -> Vec<u8> {
+        let mut pem = self.cert.clone();
+        if !pem.ends_with(b"\n") {
+            pem.push(b'\n');
+        }
+        pem.extend_from_slice(&self.key);
+        pem
+    }
+}
+
+/// The problems reading a client identity, as one message.
+pub(super) fn identity_error(problems: Vec<(&'static str, String)>) -> String {
+    problems
+        .iter()
+        .map(|(k, m)| format!("tls.{k}: {m}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }

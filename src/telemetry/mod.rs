@@ -54,11 +54,16 @@ pub struct SelfMetrics {
     receiver_refused: PerSignal<ReceiverLabels>,
     receiver_requests: Family<RequestLabels, Counter>,
     receiver_empty_json: Family<ReceiverLabels, Counter>,
+    receiver_tls_handshake_failures: Family<ReceiverLabels, Counter>,
+    receiver_tls_reloads: Family<RequestLabels, Counter>,
     exporter_sent: PerSignal<ExporterLabels>,
     exporter_send_failed: PerSignal<ExporterLabels>,
     exporter_enqueue_failed: PerSignal<ExporterLabels>,
     exporter_queue_size: Family<ExporterLabels, Gauge>,
     exporter_queue_capacity: Family<ExporterLabels, Gauge>,
+    exporter_storage_bytes: Family<ExporterLabels, Gauge>,
+    exporter_storage_capacity: Family<ExporterLabels, Gauge>,
+    exporter_storage_corrupted: Family<ExporterLabels, Counter>,
     exporter_retries: Family<ExporterLabels, Counter>,
     pipeline_queue_items: Family<PipelineLabels, Gauge>,
     pipeline_queue_capacity: Family<PipelineLabels, Gauge>,
@@ -145,11 +150,16 @@ impl SelfMetrics {
             receiver_refused,
             receiver_requests: Default::default(),
             receiver_empty_json: Default::default(),
+            receiver_tls_handshake_failures: Default::default(),
+            receiver_tls_reloads: Default::default(),
             exporter_sent,
             exporter_send_failed,
             exporter_enqueue_failed,
             exporter_queue_size: Default::default(),
             exporter_queue_capacity: Default::default(),
+            exporter_storage_bytes: Default::default(),
+            exporter_storage_capacity: Default::default(),
+            exporter_storage_corrupted: Default::default(),
             exporter_retries: Default::default(),
             pipeline_queue_items: Default::default(),
             pipeline_queue_capacity: Default::default(),
@@ -171,14 +181,39 @@ impl SelfMetrics {
             s.receiver_empty_json.clone(),
         );
         r.register(
+            m::RECEIVER_TLS_HANDSHAKE_FAILURES,
+            "TLS handshakes a receiver refused or that did not finish",
+            s.receiver_tls_handshake_failures.clone(),
+        );
+        r.register(
+            m::RECEIVER_TLS_RELOADS,
+            "Changes of a receiver's TLS files, by outcome (reloaded, or failed and the certificate in use kept)",
+            s.receiver_tls_reloads.clone(),
+        );
+        r.register(
             m::EXPORTER_QUEUE_SIZE,
             "Requests waiting in an exporter's sending queue",
             s.exporter_queue_size.clone(),
         );
         r.register(
             m::EXPORTER_QUEUE_CAPACITY,
-            "Capacity of an exporter's sending queue in requests",
+            "Capacity of an exporter's sending queue in requests (0 when the queue is on disk)",
             s.exporter_queue_capacity.clone(),
+        );
+        r.register(
+            m::EXPORTER_STORAGE_BYTES,
+            "Bytes an exporter's on-disk sending queue takes",
+            s.exporter_storage_bytes.clone(),
+        );
+        r.register(
+            m::EXPORTER_STORAGE_CAPACITY_BYTES,
+            "The size limit of an exporter's on-disk sending queue",
+            s.exporter_storage_capacity.clone(),
+        );
+        r.register(
+            m::EXPORTER_STORAGE_CORRUPTED,
+            "Damaged or cut-short records skipped when the on-disk sending queue was opened",
+            s.exporter_storage_corrupted.clone(),
         );
         r.register(
             m::EXPORTER_RETRIES,
@@ -300,6 +335,31 @@ impl SelfMetrics {
         }
     }
 
+    /// A TLS receiver's handshake and reload counters.
+    pub fn tls(&self, receiver: &str, transport: &str) -> TlsCounters {
+        let l = ReceiverLabels {
+            receiver: receiver.to_string(),
+            transport: transport.to_string(),
+        };
+        let reload = |outcome: &str| {
+            self.receiver_tls_reloads
+                .get_or_create(&RequestLabels {
+                    receiver: receiver.to_string(),
+                    transport: transport.to_string(),
+                    outcome: outcome.to_string(),
+                })
+                .clone()
+        };
+        TlsCounters {
+            handshake_failures: self
+                .receiver_tls_handshake_failures
+                .get_or_create(&l)
+                .clone(),
+            reloaded: reload("reloaded"),
+            reload_failed: reload("failed"),
+        }
+    }
+
     pub fn exporter(&self, exporter: &str) -> ExporterCounters {
         let l = ExporterLabels {
             exporter: exporter.to_string(),
@@ -320,6 +380,9 @@ impl SelfMetrics {
                 .map(|f| f.get_or_create(&l).clone()),
             queue_size: self.exporter_queue_size.get_or_create(&l).clone(),
             queue_capacity: self.exporter_queue_capacity.get_or_create(&l).clone(),
+            storage_bytes: self.exporter_storage_bytes.get_or_create(&l).clone(),
+            storage_capacity: self.exporter_storage_capacity.get_or_create(&l).clone(),
+            storage_corrupted: self.exporter_storage_corrupted.get_or_create(&l).clone(),
             retries: self.exporter_retries.get_or_create(&l).clone(),
         }
     }
@@ -389,6 +452,26 @@ impl ReceiverCounters {
     }
 }
 
+/// A TLS receiver's counters.
+#[derive(Clone, Default)]
+pub struct TlsCounters {
+    handshake_failures: Counter,
+    reloaded: Counter,
+    reload_failed: Counter,
+}
+
+impl TlsCounters {
+    pub fn handshake_failed(&self) {
+        self.handshake_failures.inc();
+    }
+    pub fn reloaded(&self) {
+        self.reloaded.inc();
+    }
+    pub fn reload_failed(&self) {
+        self.reload_failed.inc();
+    }
+}
+
 /// An exporter's counters.
 #[derive(Clone)]
 pub struct ExporterCounters {
@@ -398,6 +481,9 @@ pub struct ExporterCounters {
     enqueue_failed: [Counter; 3],
     pub queue_size: Gauge,
     pub queue_capacity: Gauge,
+    pub storage_bytes: Gauge,
+    pub storage_capacity: Gauge,
+    pub storage_corrupted: Counter,
     retries: Counter,
 }
 

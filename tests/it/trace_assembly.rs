@@ -442,8 +442,8 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Holding 100,000 traces takes memory; a second burst of the same size reuses it instead of
-/// growing (nothing is leaked), and once idle the binary's allocator (jemalloc) gives it back:
+/// Holding 100,000 traces takes memory; a second burst of the same size peaks no higher than the
+/// first (nothing is leaked), and once idle the binary's allocator (jemalloc) gives it back:
 /// RSS returns near its baseline. Measured on the real binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_returns_near_its_baseline_after_bursts() {
@@ -528,10 +528,11 @@ service:
         down.wait_for_spans(3000 + 300_000, Duration::from_secs(60))
             .await
     );
-    // Give the assembler a few ticks to shrink its tables after the burst.
     let after = rss_kib(pid);
+    let mut peak_second = after;
     for r in send(200_000, 100_000) {
         c.export(r).await.expect("export");
+        peak_second = peak_second.max(rss_kib(pid));
     }
     assert!(
         down.wait_for_spans(3000 + 600_000, Duration::from_secs(60))
@@ -553,15 +554,17 @@ service:
         .expect("join");
     assert_eq!(code, Some(0), "{log}");
     eprintln!(
-        "RSS KiB: baseline {baseline}, peak {peak}, after {after}, after a second burst {after_second}, idle {idle}"
+        "RSS KiB: baseline {baseline}, peak {peak}, after {after}, second peak {peak_second}, after a second burst {after_second}, idle {idle}"
     );
     assert!(
         peak > baseline + 20 * 1024,
         "the burst should have been held: {baseline} -> {peak}"
     );
+    // Peaks, not the values right after each burst: those depend on how far the allocator had
+    // got with giving memory back at that instant.
     assert!(
-        after_second <= after + after / 4,
-        "memory grew burst after burst: {after} KiB, then {after_second} KiB"
+        peak_second <= peak + peak / 4,
+        "memory grew burst after burst: peak {peak} KiB, then {peak_second} KiB"
     );
     assert!(
         idle <= baseline + (peak - baseline) / 4,

@@ -20,7 +20,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
@@ -28,12 +27,12 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::GrpcConfig;
 use super::ingest::{Accepted, Ingest, IngestError};
+use super::{GrpcConfig, Incoming};
 use crate::signal::Batch;
 
 pub(super) fn serve(
-    listener: TcpListener,
+    incoming: Incoming,
     config: &GrpcConfig,
     ingest: Arc<Ingest>,
     token: Option<String>,
@@ -71,18 +70,28 @@ pub(super) fn serve(
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Gzip);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let counters = ingest.counters.clone();
     let map = move |resp| map_decode_errors(resp, &counters);
     tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .layer(tonic::service::InterceptorLayer::new(auth))
             .layer(tower::util::MapResponseLayer::new(map))
             .add_service(traces)
             .add_service(metrics)
-            .add_service(logs)
-            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-            .await;
+            .add_service(logs);
+        let result = match incoming {
+            Incoming::Plain(listener) => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                router
+                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                    .await
+            }
+            Incoming::Tls(tls) => {
+                router
+                    .serve_with_incoming_shutdown(tls.into_stream(), stop.cancelled_owned())
+                    .await
+            }
+        };
         if let Err(e) = result {
             tracing::error!(receiver = %ingest.counters.receiver, error = %e, "gRPC server failed");
         }

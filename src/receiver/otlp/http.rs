@@ -19,13 +19,12 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::ingest::{Accepted, Ingest, IngestError};
-use super::{CorsConfig, HttpConfig};
+use super::{CorsConfig, HttpConfig, Incoming};
 use crate::rpc_status::RpcStatus;
 use crate::signal::{Batch, Signal};
 
@@ -35,7 +34,7 @@ struct HttpState {
 }
 
 pub(super) fn serve(
-    listener: TcpListener,
+    incoming: Incoming,
     config: &HttpConfig,
     ingest: Arc<Ingest>,
     token: Option<String>,
@@ -80,16 +79,26 @@ pub(super) fn serve(
     if let Some(c) = &config.cors {
         app = app.layer(cors_layer(c));
     }
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-        {
+        let result = match incoming {
+            Incoming::Plain(listener) => {
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                    }
+                });
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }
+            // TCP_NODELAY is set where the TLS connections are accepted.
+            Incoming::Tls(tls) => {
+                axum::serve(tls, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }
+        };
+        if let Err(e) = result {
             tracing::error!(receiver = %receiver, error = %e, "HTTP server failed");
         }
     })

@@ -21,6 +21,7 @@ pub use ingest::{Consumers, drop_invalid_spans};
 use crate::config::{Problems, Validate, duration};
 use crate::pipeline::WhenFull;
 use crate::telemetry::SelfMetrics;
+use crate::tls::{ServerTls, TlsIncoming, TlsServerConfig};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,6 +111,9 @@ pub struct GrpcConfig {
     /// Largest decoded message, in MiB (default 4), checked after decompression.
     #[serde(default = "default_grpc_max")]
     pub max_recv_msg_size_mib: usize,
+    /// Serve over TLS (ALPN `h2`); plaintext when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Box<TlsServerConfig>>,
 }
 
 impl Default for GrpcConfig {
@@ -117,6 +121,7 @@ impl Default for GrpcConfig {
         GrpcConfig {
             endpoint: default_grpc_endpoint(),
             max_recv_msg_size_mib: default_grpc_max(),
+            tls: None,
         }
     }
 }
@@ -140,6 +145,9 @@ pub struct HttpConfig {
     /// CORS for browser clients; off unless configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsConfig>,
+    /// Serve over TLS (ALPN `h2` and `http/1.1`); plaintext when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Box<TlsServerConfig>>,
 }
 
 impl Default for HttpConfig {
@@ -148,6 +156,7 @@ impl Default for HttpConfig {
             endpoint: default_http_endpoint(),
             max_request_body_size: default_http_max(),
             cors: None,
+            tls: None,
         }
     }
 }
@@ -189,6 +198,9 @@ impl Validate for OtlpReceiverConfig {
                     "must be greater than zero",
                 );
             }
+            if let Some(t) = &g.tls {
+                t.validate(&format!("{p}.grpc.tls"), problems);
+            }
         }
         if let Some(h) = &self.protocols.http {
             if let Err(e) = crate::net::parse_listen_address(&h.endpoint) {
@@ -199,6 +211,9 @@ impl Validate for OtlpReceiverConfig {
                     &format!("{p}.http.max_request_body_size"),
                     "must be greater than zero",
                 );
+            }
+            if let Some(t) = &h.tls {
+                t.validate(&format!("{p}.http.tls"), problems);
             }
             if let Some(c) = &h.cors {
                 for (i, o) in c.allowed_origins.iter().enumerate() {
@@ -244,10 +259,26 @@ pub async fn start(
     stop: CancellationToken,
 ) -> std::io::Result<RunningReceiver> {
     if config.auth.is_some() {
-        tracing::warn!(
-            receiver = id,
-            "a bearer token is set but the receiver has no TLS: the token crosses the network in clear text; keep the receiver on loopback or behind a TLS proxy"
-        );
+        let plaintext: Vec<&str> = [
+            (
+                "grpc",
+                config.protocols.grpc.as_ref().map(|g| g.tls.is_none()),
+            ),
+            (
+                "http",
+                config.protocols.http.as_ref().map(|h| h.tls.is_none()),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, plain)| (plain == Some(true)).then_some(name))
+        .collect();
+        if !plaintext.is_empty() {
+            tracing::warn!(
+                receiver = id,
+                transports = ?plaintext,
+                "a bearer token is set but these transports have no TLS: the token crosses the network in clear text; configure tls, keep the receiver on loopback or put it behind a TLS proxy"
+            );
+        }
     }
     let token = config
         .auth
@@ -263,10 +294,20 @@ pub async fn start(
         let mut ingest = ingest::Ingest::new(id, "grpc", consumers.clone(), config, metrics);
         ingest.limiter = limiter.clone();
         let ingest = Arc::new(ingest);
-        let listener = crate::net::bind(&format!("receiver {id} (grpc)"), &g.endpoint).await?;
-        running.grpc_addr = Some(listener.local_addr()?);
+        let (incoming, addr) = listen(
+            id,
+            "grpc",
+            &g.endpoint,
+            g.tls.as_deref(),
+            &[b"h2"],
+            metrics,
+            &stop,
+            &mut running.tasks,
+        )
+        .await?;
+        running.grpc_addr = Some(addr);
         running.tasks.push(grpc::serve(
-            listener,
+            incoming,
             g,
             ingest,
             token.clone(),
@@ -277,10 +318,20 @@ pub async fn start(
         let mut ingest = ingest::Ingest::new(id, "http", consumers.clone(), config, metrics);
         ingest.limiter = limiter.clone();
         let ingest = Arc::new(ingest);
-        let listener = crate::net::bind(&format!("receiver {id} (http)"), &h.endpoint).await?;
-        running.http_addr = Some(listener.local_addr()?);
+        let (incoming, addr) = listen(
+            id,
+            "http",
+            &h.endpoint,
+            h.tls.as_deref(),
+            &[b"h2", b"http/1.1"],
+            metrics,
+            &stop,
+            &mut running.tasks,
+        )
+        .await?;
+        running.http_addr = Some(addr);
         running.tasks.push(http::serve(
-            listener,
+            incoming,
             h,
             ingest,
             token.clone(),
@@ -288,4 +339,65 @@ pub async fn start(
         ));
     }
     Ok(running)
+}
+
+/// Where a server takes its connections from: plain TCP, or TLS with the handshake done.
+enum Incoming {
+    Plain(tokio::net::TcpListener),
+    Tls(TlsIncoming),
+}
+
+/// Bind one protocol's endpoint and, with `tls`, load the certificate, start the handshakes and
+/// the reload task (pushed onto `tasks`; it ends when `stop` fires).
+#[allow(clippy::too_many_arguments)]
+async fn listen(
+    id: &str,
+    transport: &str,
+    endpoint: &str,
+    tls: Option<&TlsServerConfig>,
+    alpn: &[&[u8]],
+    metrics: &SelfMetrics,
+    stop: &CancellationToken,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> std::io::Result<(Incoming, SocketAddr)> {
+    let what = format!("receiver {id} ({transport})");
+    let server_tls = match tls {
+        Some(t) => {
+            Some(Arc::new(ServerTls::load(t, alpn).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+            })?))
+        }
+        None => None,
+    };
+    let listener = crate::net::bind(&what, endpoint).await?;
+    let addr = listener.local_addr()?;
+    let Some(server_tls) = server_tls else {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                component = %what,
+                address = %addr,
+                "plaintext on a non-loopback address: telemetry (and any bearer token) crosses the network unencrypted; configure tls"
+            );
+        }
+        return Ok((Incoming::Plain(listener), addr));
+    };
+    if let Some(t) = tls {
+        tracing::info!(
+            component = %what,
+            address = %addr,
+            cert_file = %t.cert_file,
+            mutual_tls = t.client_ca_file.is_some(),
+            min_version = %t.min_version,
+            reload_interval = %crate::config::duration::format(t.reload_interval),
+            "serving TLS"
+        );
+    }
+    let counters = metrics.tls(id, transport);
+    tasks.push(
+        server_tls
+            .clone()
+            .spawn_reloader(what.clone(), counters.clone(), stop.clone()),
+    );
+    let incoming = TlsIncoming::start(listener, server_tls, what, counters, stop.clone())?;
+    Ok((Incoming::Tls(incoming), addr))
 }

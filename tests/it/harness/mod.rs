@@ -41,7 +41,11 @@ pub fn http_url(s: &Service, path: &str) -> String {
 /// The value of one sample of ragwatch's own metrics, e.g.
 /// `ragwatch_exporter_sent_spans_total{exporter="otlp"}`; 0 when absent.
 pub fn metric(s: &Service, sample: &str) -> f64 {
-    let text = s.metrics().encode();
+    sample_in(&s.metrics().encode(), sample)
+}
+
+/// The value of one sample in a Prometheus text exposition; 0 when absent.
+pub fn sample_in(text: &str, sample: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| {
