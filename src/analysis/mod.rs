@@ -97,10 +97,10 @@ impl TraceAnalyzer for TraceSummary {
                 cost += c;
             }
             if let Some(Value::IntValue(n)) = attr(s, a::GEN_AI_INPUT_TOKENS) {
-                tin += n;
+                tin = tin.saturating_add(*n);
             }
             if let Some(Value::IntValue(n)) = attr(s, a::GEN_AI_OUTPUT_TOKENS) {
-                tout += n;
+                tout = tout.saturating_add(*n);
             }
         }
         let count = t.spans.len() as i64;

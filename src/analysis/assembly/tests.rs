@@ -292,3 +292,43 @@ fn the_root_summary_adds_up_the_model_calls() {
         Some(&Value::IntValue(30))
     );
 }
+
+// Found by fuzz/fuzz_targets/genai_view.rs: token counts near i64::MAX overflowed the root's sum
+// (a panic in the pipeline with debug assertions, a negative total without).
+#[test]
+fn the_root_token_sums_saturate() {
+    let (mut p, _) = assembler(100, 100);
+    let t0 = Instant::now();
+    let kv = |k: &str, v: Value| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    };
+    let llm = |id: u8| {
+        span(
+            1,
+            id,
+            Some(10),
+            vec![
+                kv("rag.stage", Value::StringValue("llm".into())),
+                kv("gen_ai.usage.input_tokens", Value::IntValue(i64::MAX)),
+                kv("gen_ai.usage.output_tokens", Value::IntValue(i64::MAX)),
+            ],
+        )
+    };
+    let mut out = Vec::new();
+    p.on_input(
+        req("api", vec![span(1, 10, None, vec![]), llm(11), llm(12)]),
+        t0,
+        &mut out,
+    );
+    p.on_tick(t0 + Duration::from_secs(2), &mut out);
+    assert_eq!(
+        attr(&out, 10, "rag.trace.tokens.input"),
+        Some(&Value::IntValue(i64::MAX))
+    );
+    assert_eq!(
+        attr(&out, 10, "rag.trace.tokens.output"),
+        Some(&Value::IntValue(i64::MAX))
+    );
+}
