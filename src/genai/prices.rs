@@ -327,9 +327,16 @@ struct Specificity {
 }
 
 impl PriceTable {
-    /// The built-in table (`config/prices.yaml`).
+    /// The built-in table (`config/prices.yaml`), parsed once per process: every GenAI
+    /// processor (one per pipeline shard) and every check of a config starts from it.
     pub fn builtin() -> Result<Self, PriceError> {
-        Self::new(parse_entries(BUILTIN_PRICES_YAML)?)
+        static BUILTIN: std::sync::OnceLock<Option<PriceTable>> = std::sync::OnceLock::new();
+        let parse = || Self::new(parse_entries(BUILTIN_PRICES_YAML)?);
+        match BUILTIN.get_or_init(|| parse().ok()) {
+            Some(t) => Ok(t.clone()),
+            // Only if the compiled-in file is broken (a test says it is not): the error again.
+            None => parse(),
+        }
     }
 
     /// The built-in table with user entries added; a user entry with a built-in's id replaces
