@@ -12,44 +12,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SPANS=${SPANS:-2000000}
 FIXED_SECS=${FIXED_SECS:-30}
-cargo build --release --bin ragwatch --bin ragwatch-loadgen --example otlp_sink >/dev/null 2>&1
-BIN=target/release
 OUT=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
-export RAGWATCH_PORT=24317 ADMIN_PORT=28888 SINK_ENDPOINT=127.0.0.1:14317
-TICK=$(getconf CLK_TCK)
-CORES=$(nproc)
-
-cpu_secs() { awk -v t="$TICK" '{print ($14+$15)/t}' "/proc/$1/stat"; }
-hwm_mib() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
-rss_mib() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
-wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-json() { python3 -c "import json,sys; d=json.load(open('$1')); print($2)"; }
+. bench/common.sh
+build_release
 
 # start <config> <pin>: sink and ragwatch; sets SINK_PID RW_PID
 start() {
-  local cfg=$1 pin=$2 other=""
-  if [ "$pin" = pinned ] && [ "$CORES" -ge 2 ]; then other="taskset -c 1"; fi
-  rm -f "$OUT/sink.count"
-  $other $BIN/examples/otlp_sink 127.0.0.1:14317 "$OUT/sink.count" & SINK_PID=$!
-  wait_port 14317
-  if [ "$pin" = pinned ]; then
-    taskset -c 0 $BIN/ragwatch --config "$cfg" >"$OUT/ragwatch.log" 2>&1 & RW_PID=$!
-  else
-    $BIN/ragwatch --config "$cfg" >"$OUT/ragwatch.log" 2>&1 & RW_PID=$!
-  fi
-  wait_port $RAGWATCH_PORT
-  sleep 0.5
+  local cfg=$1 pin=$2
+  if [ "$pin" = pinned ] && [ "$CORES" -ge 2 ]; then start_sink taskset -c 1; else start_sink; fi
+  if [ "$pin" = pinned ]; then start_ragwatch "$cfg" taskset -c 0; else start_ragwatch "$cfg"; fi
 }
 
-stop() {
-  kill -TERM "$RW_PID"; wait "$RW_PID" || true
-  kill -TERM "$SINK_PID"; wait "$SINK_PID" || true
-}
-
-received() { awk '{print $1}' "$OUT/sink.count" 2>/dev/null || echo 0; }
-
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $CORES cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+echo "machine: $(machine)"
 echo
 echo "| config | batch | ragwatch | spans/s | CPU s per 1M spans | spans per CPU-second | peak RSS MiB | loss |"
 echo "|---|---|---|---|---|---|---|---|"
@@ -63,7 +38,7 @@ for cfg in passthrough full; do
         --batch "$batch" --connections 8 --json --report-every 0 --seed 7 >"$OUT/lg.json" || true
       # Wait for the pipeline to drain into the sink (trace assembly holds 1 s).
       sent=$(json "$OUT/lg.json" "d['acknowledged']")
-      for _ in $(seq 100); do [ "$(received)" -ge "$sent" ] && break; sleep 0.1; done
+      wait_received "$sent" || true
       c1=$(cpu_secs "$RW_PID")
       hwm=$(hwm_mib "$RW_PID")
       stop
@@ -88,7 +63,7 @@ for cfg in passthrough full; do
   c1=$(cpu_secs "$RW_PID")
   rss=$(rss_mib "$RW_PID"); hwm=$(hwm_mib "$RW_PID")
   sent=$(json "$OUT/lg.json" "d['acknowledged']")
-  for _ in $(seq 100); do [ "$(received)" -ge "$sent" ] && break; sleep 0.1; done
+  wait_received "$sent" || true
   stop
   got=$(received)
   lat=$(json "$OUT/lg.json" "'%.2f / %.2f' % (d['latency_ms']['p50'], d['latency_ms']['p99'])")
