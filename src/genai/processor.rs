@@ -441,7 +441,7 @@ pub fn lint(v: &GenAiView<'_>, stage: Stage) -> Vec<&'static str> {
         issues.push(issue::DEPRECATED_ATTRIBUTE);
     }
     if let (Some(total), Some(i), Some(o)) = (v.tokens.total, v.tokens.input, v.tokens.output)
-        && total != i + o
+        && i.checked_add(o) != Some(total)
     {
         issues.push(issue::CONTRADICTORY_TOKENS);
     }

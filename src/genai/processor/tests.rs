@@ -406,3 +406,20 @@ fn a_prompt_near_the_context_window_is_a_finding() {
     );
     assert!(far.events.is_empty());
 }
+
+// Found by fuzz/fuzz_targets/genai_view.rs: token counts are read from strings too, so input
+// "18446744073709551615" plus output 1 overflowed the check of the total (a panic with debug
+// assertions). A sum past u64::MAX cannot equal any total: contradictory.
+#[test]
+fn token_counts_whose_sum_overflows_are_contradictory_not_a_panic() {
+    let sp = span(vec![
+        s("gen_ai.operation.name", "chat"),
+        s("gen_ai.request.model", "gpt-4o-mini"),
+        s("gen_ai.usage.input_tokens", "18446744073709551615"),
+        i("gen_ai.usage.output_tokens", 1),
+        i("gen_ai.usage.total_tokens", 0),
+    ]);
+    let v = view(&sp);
+    assert_eq!(v.tokens.input, Some(u64::MAX));
+    assert!(lint(&v, Stage::Llm).contains(&issue::CONTRADICTORY_TOKENS));
+}
