@@ -158,14 +158,29 @@ fn analysis_config() -> Option<&'static Config> {
         .as_ref()
 }
 
+/// A fresh store of derived metrics (bounded per metric: a shared one would fill up and change
+/// what later inputs do), and ragwatch's own metrics and the findings channel shared by every
+/// input: processors only write to those, and building them (a 4,096-slot broadcast channel)
+/// took a third of each input's time.
 fn context() -> BuildContext {
+    type Sinks = (
+        Arc<crate::telemetry::SelfMetrics>,
+        Arc<crate::findings::Findings>,
+    );
+    static SINKS: OnceLock<Sinks> = OnceLock::new();
+    let (self_metrics, findings) = SINKS.get_or_init(|| {
+        (
+            crate::telemetry::SelfMetrics::new(),
+            Arc::new(crate::findings::Findings::default()),
+        )
+    });
     BuildContext {
         derived: Arc::new(DerivedMetrics::new(
             crate::genai::metrics::DEFS,
             Limits::default(),
         )),
-        self_metrics: crate::telemetry::SelfMetrics::new(),
-        findings: Arc::new(crate::findings::Findings::default()),
+        self_metrics: self_metrics.clone(),
+        findings: findings.clone(),
         memory: None,
     }
 }
