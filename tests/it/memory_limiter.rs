@@ -24,6 +24,7 @@ fn peak_rss_mib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_above_the_limit_is_refused_retried_and_not_lost() {
+    let _heavy = harness::heavy().await;
     if ragwatch::memory::resident_bytes().is_none() {
         eprintln!("SKIPPED: no /proc/self/status on this system");
         return;

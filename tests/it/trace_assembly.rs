@@ -167,6 +167,7 @@ async fn every_fixture_goes_through_and_complete_traces_leave_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_traces_interleaved_over_eight_connections_are_assembled() {
+    let _heavy = harness::heavy().await;
     const TRACES: u32 = 100_000;
     const CONNECTIONS: u32 = 8;
     let down = Backend::start().await;
@@ -451,6 +452,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// RSS returns near its baseline. Measured on the real binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_returns_near_its_baseline_after_bursts() {
+    let _heavy = harness::heavy().await;
     use harness::child::Ragwatch;
     if !std::path::Path::new("/proc/self/status").exists() {
         eprintln!("SKIPPED: no /proc on this machine");
