@@ -200,6 +200,8 @@ pub struct TraceAssembly {
     analyzers: Vec<Box<dyn TraceAnalyzer>>,
     counters: AssemblyCounters,
     memory: Option<(std::sync::Arc<crate::memory::MemoryLimiter>, u64)>,
+    /// Flushing early for the memory limiter (for one log line per episode).
+    memory_flushing: bool,
 }
 
 impl TraceAssembly {
@@ -218,10 +220,12 @@ impl TraceAssembly {
             analyzers,
             counters,
             memory: None,
+            memory_flushing: false,
         }
     }
 
-    /// Flush everything held whenever the memory limiter finds memory above its soft limit.
+    /// While the memory limiter finds memory above its soft limit, flush held traces early:
+    /// oldest first, a portion each tick.
     pub fn with_memory_limiter(mut self, m: std::sync::Arc<crate::memory::MemoryLimiter>) -> Self {
         let g = m.flush_generation();
         self.memory = Some((m, g));
@@ -514,6 +518,8 @@ fn to_requests(mode: Mode, traces: Vec<AssembledTrace>, mut late: Vec<HeldSpan>)
 
 /// Flushed traces are combined into requests of about this many spans.
 const MAX_SPANS_PER_REQUEST: usize = 4096;
+/// Spans flushed per tick while memory is above the soft limit.
+const MEMORY_FLUSH_SPANS: usize = 2 * MAX_SPANS_PER_REQUEST;
 
 struct ScopeGroup {
     origin: usize,
@@ -570,21 +576,39 @@ impl Processor for TraceAssembly {
 
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
         let mut flushed = Vec::new();
-        if let Some((m, seen)) = &mut self.memory {
-            let g = m.flush_generation();
-            if g != *seen {
+        let pressed = match &mut self.memory {
+            Some((m, seen)) => {
+                let g = m.flush_generation();
+                let pressed = g != *seen || m.refusing();
                 *seen = g;
-                let ids: Vec<[u8; 16]> = self.traces.keys().copied().collect();
-                if !ids.is_empty() {
-                    tracing::warn!(
-                        traces = ids.len(),
-                        "memory limit: flushing every held trace now"
-                    );
-                }
-                for id in ids {
-                    self.flush(id, FlushReason::Memory, now, &mut flushed);
-                }
+                pressed
             }
+            None => false,
+        };
+        if pressed {
+            // Oldest first, a portion a tick: flushing everything at once would need about as
+            // much memory again for the analysis and the encoding, all at the same moment.
+            let (mut spans, mut traces) = (0, 0);
+            while spans < MEMORY_FLUSH_SPANS {
+                let Some((_, id)) = self.age.pop_front() else {
+                    break;
+                };
+                let Some(held) = self.traces.get(&id) else {
+                    continue;
+                };
+                spans += held.spans.len();
+                traces += 1;
+                self.flush(id, FlushReason::Memory, now, &mut flushed);
+            }
+            if traces > 0 && !self.memory_flushing {
+                tracing::warn!(
+                    traces_held = self.traces.len() + traces,
+                    "memory limit: flushing held traces early, oldest first"
+                );
+            }
+            self.memory_flushing = traces > 0;
+        } else {
+            self.memory_flushing = false;
         }
         self.due_now(now, &mut flushed);
         // After a burst, give memory back rather than keep the peak's tables for ever.

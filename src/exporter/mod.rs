@@ -397,8 +397,19 @@ impl Payload {
         })
     }
 
-    /// A request read back from the on-disk queue. Only the OTLP exporters have one, and they
-    /// send only the encoding, so the batch stays empty.
+    /// The encoding alone, the decoded batch dropped: for pipelines whose exporters all send
+    /// OTLP over the network. A queued request then takes its wire size (about a sixth of the
+    /// decoded one), which keeps memory down while a backend is slow.
+    pub fn wire(batch: Batch) -> Arc<Payload> {
+        let (signal, items) = (batch.signal(), batch.item_count());
+        let bytes = Bytes::from(encode(&batch));
+        drop(batch);
+        Arc::new(Payload::encoded(signal, items, bytes))
+    }
+
+    /// A request known only by its encoding (read back from the on-disk queue, or made by
+    /// [`Payload::wire`]). Only the OTLP exporters get these, and they send only the encoding,
+    /// so the batch stays empty.
     fn encoded(signal: Signal, items: usize, bytes: Bytes) -> Payload {
         let batch = match signal {
             Signal::Traces => Batch::Traces(Default::default()),
@@ -418,13 +429,16 @@ impl Payload {
 
     /// The OTLP protobuf encoding of the request.
     pub fn protobuf(&self) -> &Bytes {
-        self.encoded.get_or_init(|| {
-            Bytes::from(match &self.batch {
-                Batch::Traces(r) => r.encode_to_vec(),
-                Batch::Metrics(r) => r.encode_to_vec(),
-                Batch::Logs(r) => r.encode_to_vec(),
-            })
-        })
+        self.encoded
+            .get_or_init(|| Bytes::from(encode(&self.batch)))
+    }
+}
+
+fn encode(batch: &Batch) -> Vec<u8> {
+    match batch {
+        Batch::Traces(r) => r.encode_to_vec(),
+        Batch::Metrics(r) => r.encode_to_vec(),
+        Batch::Logs(r) => r.encode_to_vec(),
     }
 }
 
@@ -525,8 +539,13 @@ pub fn start(
         _ => None,
     };
     let counters = ctx.metrics.exporter(id);
+    let wire_only = matches!(
+        config,
+        ExporterConfig::Otlp(_) | ExporterConfig::OtlpHttp(_)
+    );
     let (handle, tasks) = queue::start(
         id,
+        wire_only,
         transport,
         config.queue(),
         config.retry(),

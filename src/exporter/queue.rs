@@ -23,6 +23,7 @@ pub struct ExporterHandle {
     tx: Option<mpsc::Sender<Arc<Payload>>>,
     disk: Option<Arc<CloseOnDrop>>,
     block: bool,
+    wire_only: bool,
     counters: ExporterCounters,
 }
 
@@ -106,6 +107,11 @@ impl ExporterHandle {
         &self.id
     }
 
+    /// Whether this exporter sends only the OTLP encoding (see [`Payload::wire`]).
+    pub fn wire_only(&self) -> bool {
+        self.wire_only
+    }
+
     /// Put a payload in the queue: wait for room when `block_on_overflow`, else drop and count.
     pub async fn enqueue(&self, p: Arc<Payload>) {
         if let Some(d) = &self.disk {
@@ -135,6 +141,7 @@ impl ExporterHandle {
 
 pub(super) fn start(
     id: &str,
+    wire_only: bool,
     transport: Transport,
     queue: QueueConfig,
     retry: RetryConfig,
@@ -142,6 +149,7 @@ pub(super) fn start(
     hard_stop: CancellationToken,
 ) -> Result<(ExporterHandle, Vec<JoinHandle<()>>), String> {
     let transport = Arc::new(transport);
+    // Only the OTLP exporters have a configurable sending queue, so on disk implies wire_only.
     if let Some(dir) = queue.storage.clone() {
         return start_on_disk(id, &dir, transport, queue, retry, counters, hard_stop);
     }
@@ -164,6 +172,7 @@ pub(super) fn start(
         tx: Some(tx),
         disk: None,
         block: queue.block_on_overflow,
+        wire_only,
         counters,
     };
     Ok((handle, tasks))
@@ -235,6 +244,7 @@ fn start_on_disk(
         tx: None,
         disk: Some(Arc::new(CloseOnDrop(disk))),
         block: queue.block_on_overflow,
+        wire_only: true,
         counters,
     };
     Ok((handle, tasks))

@@ -368,7 +368,12 @@ impl Runner {
             if items == 0 {
                 continue;
             }
-            let payload = Payload::new(b);
+            let payload =
+                if !self.exporters.is_empty() && self.exporters.iter().all(|e| e.wire_only()) {
+                    Payload::wire(b)
+                } else {
+                    Payload::new(b)
+                };
             for e in &self.exporters {
                 tokio::select! {
                     biased;

@@ -1,7 +1,7 @@
 //! The memory limiter on the real binary: a flood of RAG traces (ragwatch-loadgen, which retries
 //! refusals) into the full analysis with a low limit. Nothing the clients retried is lost and
-//! the receivers refused while memory was above the soft limit. (The resident memory is not yet
-//! held under the hard limit: the peak is printed; issue #9 notes the numbers.)
+//! the receivers refused while memory was above the soft limit. (The resident memory stays near
+//! the hard limit, not always under it: see the numbers at the end.)
 
 use crate::harness;
 
@@ -24,6 +24,7 @@ fn peak_rss_mib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_above_the_limit_is_refused_retried_and_not_lost() {
+    let _heavy = harness::heavy().await;
     if ragwatch::memory::resident_bytes().is_none() {
         eprintln!("SKIPPED: no /proc/self/status on this system");
         return;
@@ -124,9 +125,12 @@ service:
         .text()
         .await
         .expect("body");
+    // Requests, not spans: above the limit most are refused before they are decoded.
     let refused: f64 = metrics
         .lines()
-        .filter(|l| l.starts_with("ragwatch_receiver_refused_spans_total{"))
+        .filter(|l| {
+            l.starts_with("ragwatch_receiver_requests_total{") && l.contains("outcome=\"refused\"")
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(
@@ -134,7 +138,13 @@ service:
         "the flood was refused for a while:\n{metrics}"
     );
     assert!(report["refused"].as_u64().unwrap_or(0) > 0, "{report}");
-    eprintln!("peak RSS {} MiB (limit 160 MiB)", peak_rss_mib(pid));
+    // The target is the hard limit (160 MiB); measured 138-152 MiB here (debug build) and
+    // 131-169 MiB for the release binary on a loaded 2-core machine, so it is not asserted.
+    // This bound catches a return to the old behaviour (flushing everything at once and
+    // decoding what is refused: 235 MiB).
+    let peak = peak_rss_mib(pid);
+    eprintln!("peak RSS {peak} MiB (limit 160 MiB)");
+    assert!(peak < 200, "peak RSS {peak} MiB");
     rw.sigterm();
     let (code, _) = tokio::task::spawn_blocking(move || rw.wait())
         .await

@@ -39,6 +39,7 @@ fn request(client: u32, n: u32, spans: u32) -> (ExportTraceServiceRequest, Vec<V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_load_loses_no_accepted_span() {
+    let _heavy = harness::heavy().await;
     let down = Backend::start().await;
     // A slow backend keeps data in ragwatch's queues when the signal comes.
     down.set_behavior(Behavior::Delay(Duration::from_millis(20)));

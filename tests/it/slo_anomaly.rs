@@ -17,6 +17,7 @@ use rand::rngs::StdRng;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_retrieval_is_an_anomaly_and_burns_the_latency_slo() {
+    let _heavy = harness::heavy().await;
     ragwatch::service::install_crypto_provider();
     let down = Backend::start().await;
     let s = harness::start(&format!(

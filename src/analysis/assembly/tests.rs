@@ -332,3 +332,56 @@ fn the_root_token_sums_saturate() {
         Some(&Value::IntValue(i64::MAX))
     );
 }
+
+#[test]
+fn above_the_memory_limit_held_traces_leave_oldest_first_a_portion_a_tick() {
+    let limiter = std::sync::Arc::new(crate::memory::MemoryLimiter::default());
+    let (a, _) = assembler(100, 5000);
+    let mut a = a.with_memory_limiter(limiter.clone());
+    let t0 = Instant::now();
+    // Five traces of 3,000 spans each (no roots, so none is due), arriving in order.
+    for t in 1..=5u8 {
+        let spans = (0..3000u16)
+            .map(|i| {
+                let mut s = span(t, 1, Some(9), Vec::new());
+                s.span_id[..2].copy_from_slice(&(i + 1).to_be_bytes());
+                s
+            })
+            .collect();
+        let mut out = Vec::new();
+        a.on_input(
+            req("svc", spans),
+            t0 + Duration::from_millis(u64::from(t)),
+            &mut out,
+        );
+        assert!(out.is_empty());
+    }
+    let traces_in = |out: &[Batch]| {
+        let mut v: Vec<u8> = ids(out).into_iter().map(|(t, _)| t).collect();
+        v.dedup();
+        v
+    };
+    let tick = |a: &mut TraceAssembly, ms: u64| {
+        let mut out = Vec::new();
+        a.on_tick(t0 + Duration::from_millis(ms), &mut out);
+        out
+    };
+    assert!(
+        tick(&mut a, 100).is_empty(),
+        "below the limit nothing leaves"
+    );
+    // Above the soft limit: whole traces, oldest first, until 8,192 spans have left this tick:
+    // 3,000 + 3,000 + 3,000.
+    limiter.update(200, 100);
+    let out = tick(&mut a, 200);
+    assert_eq!(traces_in(&out), vec![1, 2, 3]);
+    assert_eq!(ids(&out).len(), 9000);
+    assert_eq!(a.traces_held(), 2);
+    // Back below before the next tick: the rest waits for its own deadline.
+    limiter.update(50, 100);
+    assert!(tick(&mut a, 300).is_empty());
+    assert_eq!(a.traces_held(), 2);
+    limiter.update(200, 100);
+    assert_eq!(traces_in(&tick(&mut a, 400)), vec![4, 5]);
+    assert_eq!(a.traces_held(), 0);
+}

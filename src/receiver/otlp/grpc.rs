@@ -39,20 +39,27 @@ pub(super) fn serve(
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     let limit = config.max_recv_msg_size_mib.saturating_mul(1024 * 1024);
-    let auth_counters = ingest.counters.clone();
+    let early = ingest.clone();
+    // Before the message is decoded: the bearer token, then the memory limit.
     let auth = move |req: Request<()>| -> Result<Request<()>, Status> {
-        let Some(t) = &token else {
-            return Ok(req);
-        };
-        let header = req.metadata().get("authorization").map(|v| v.as_bytes());
-        if super::bearer_matches(header, t) {
-            Ok(req)
-        } else {
-            auth_counters.request("unauthenticated");
-            Err(Status::unauthenticated(
-                "missing or wrong bearer token (Authorization: Bearer <token>)",
-            ))
+        if let Some(t) = &token {
+            let header = req.metadata().get("authorization").map(|v| v.as_bytes());
+            if !super::bearer_matches(header, t) {
+                early.counters.request("unauthenticated");
+                return Err(Status::unauthenticated(
+                    "missing or wrong bearer token (Authorization: Bearer <token>)",
+                ));
+            }
         }
+        if let Some(after) = early.refuse_for_memory() {
+            early.counters.request("refused");
+            return Err(Status::with_error_details(
+                Code::Unavailable,
+                IngestError::Memory(after).message(),
+                ErrorDetails::with_retry_info(Some(after)),
+            ));
+        }
+        Ok(req)
     };
     let svc = Svc(ingest.clone());
     let traces = TraceServiceServer::new(svc.clone())

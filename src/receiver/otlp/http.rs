@@ -246,6 +246,15 @@ async fn receive(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Accepted, Refusal> {
+    if let Some(after) = s.ingest.refuse_for_memory() {
+        return Err(Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            grpc_code: tonic::Code::Unavailable,
+            message: IngestError::Memory(after).message(),
+            retry_after: Some(after),
+            outcome: "refused",
+        });
+    }
     let raw = read_body(body, s.limit).await?;
     let content_encoding = headers
         .get(CONTENT_ENCODING)

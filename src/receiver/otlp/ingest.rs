@@ -115,6 +115,19 @@ impl Ingest {
         }
     }
 
+    /// While memory is above the limiter's soft limit: the retry delay to refuse with, before a
+    /// request's body is read or decoded (decoding what will be refused takes memory too). The
+    /// caller counts the request as refused; its items are unknown.
+    pub fn refuse_for_memory(&self) -> Option<Duration> {
+        self.limiter
+            .as_ref()
+            .is_some_and(|l| l.refusing())
+            .then(|| {
+                tracing::debug!(receiver = %self.counters.receiver, "memory limit: refused a request before decoding it");
+                self.retry_after
+            })
+    }
+
     /// Validate and hand a decoded request to every pipeline of its signal.
     pub async fn ingest(&self, mut batch: Batch) -> Result<Accepted, IngestError> {
         let signal = batch.signal();

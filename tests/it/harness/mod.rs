@@ -89,6 +89,14 @@ where
     }
 }
 
+/// Tests that load the machine (floods, 100,000-trace runs, memory readings) hold this while
+/// they run, so two of them never share CI's two cores: their timing and memory readings stay
+/// their own. The other tests run beside them as usual.
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 /// A loopback port that nothing listens on now (bound, then released).
 pub fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
