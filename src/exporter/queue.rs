@@ -156,16 +156,14 @@ pub(super) fn start(
     let (tx, rx) = mpsc::channel(queue.queue_size);
     counters.queue_capacity.set(queue.queue_size as i64);
     let rx = Arc::new(Mutex::new(rx));
+    let w = Worker {
+        transport,
+        retry,
+        counters: counters.clone(),
+        hard_stop,
+    };
     let tasks = (0..queue.num_consumers)
-        .map(|_| {
-            let w = Worker {
-                transport: transport.clone(),
-                retry: retry.clone(),
-                counters: counters.clone(),
-                hard_stop: hard_stop.clone(),
-            };
-            tokio::spawn(w.run_memory(rx.clone()))
-        })
+        .map(|_| tokio::spawn(w.clone().run_memory(rx.clone())))
         .collect();
     let handle = ExporterHandle {
         id: Arc::from(id),
@@ -224,16 +222,14 @@ fn start_on_disk(
         hard_stop: hard_stop.clone(),
     });
     disk.publish();
+    let w = Worker {
+        transport,
+        retry,
+        counters: counters.clone(),
+        hard_stop,
+    };
     let mut tasks: Vec<JoinHandle<()>> = (0..queue.num_consumers)
-        .map(|_| {
-            let w = Worker {
-                transport: transport.clone(),
-                retry: retry.clone(),
-                counters: counters.clone(),
-                hard_stop: hard_stop.clone(),
-            };
-            tokio::spawn(w.run_disk(disk.clone()))
-        })
+        .map(|_| tokio::spawn(w.clone().run_disk(disk.clone())))
         .collect();
     tasks.push(tokio::spawn(sync_loop(
         disk.clone(),
@@ -271,6 +267,7 @@ async fn sync_loop(disk: Arc<Disk>, every: Duration) {
     }
 }
 
+#[derive(Clone)]
 struct Worker {
     transport: Arc<Transport>,
     retry: RetryConfig,

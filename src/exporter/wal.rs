@@ -357,33 +357,24 @@ impl Wal {
 
     /// The next request to send, in order; None when everything written has been handed out.
     pub fn next(&self) -> Result<Option<Record>, WalError> {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         loop {
             let (rs, ro) = (inner.read_seq, inner.read_offset);
-            let Some(seg) = inner.segments.get(&rs) else {
-                // Deleted (fully acknowledged) or never existed: move to the next one.
-                match inner.segments.range(rs + 1..).next() {
+            let seg = match inner.segments.get(&rs) {
+                Some(seg) if ro < seg.len => seg,
+                // The segment being written, read to its end.
+                Some(_) if rs >= inner.write_seq => return Ok(None),
+                // Read to its end, or deleted (all acknowledged): on to the next one.
+                _ => match inner.segments.range(rs + 1..).next() {
                     Some((&s, _)) => {
                         inner.read_seq = s;
                         inner.read_offset = 0;
                         continue;
                     }
                     None => return Ok(None),
-                }
+                },
             };
-            if ro >= seg.len {
-                if rs >= inner.write_seq {
-                    return Ok(None);
-                }
-                match inner.segments.range(rs + 1..).next() {
-                    Some((&s, _)) => {
-                        inner.read_seq = s;
-                        inner.read_offset = 0;
-                        continue;
-                    }
-                    None => return Ok(None),
-                }
-            }
             let mut head = [0u8; HEADER as usize];
             seg.file
                 .read_exact_at(&mut head, ro)
@@ -407,7 +398,7 @@ impl Wal {
                 // Only possible if the file changed under us: the bytes were checked at start or
                 // written by this process. Skip the record rather than stop the queue.
                 tracing::error!(file = %path.display(), offset, "on-disk queue: a record failed its checksum; skipped");
-                self.ack_locked(&mut inner, RecordId { seq: rs, offset });
+                self.ack_locked(inner, RecordId { seq: rs, offset });
                 continue;
             };
             let mut payload = Bytes::from(buf);
