@@ -20,11 +20,17 @@ use crate::telemetry::ExporterCounters;
 #[derive(Clone)]
 pub struct ExporterHandle {
     id: Arc<str>,
-    tx: Option<mpsc::Sender<Arc<Payload>>>,
-    disk: Option<Arc<CloseOnDrop>>,
+    queue: Backlog,
     block: bool,
     wire_only: bool,
     counters: ExporterCounters,
+}
+
+/// Where a handle puts requests: exactly one of the two queues.
+#[derive(Clone)]
+enum Backlog {
+    Memory(mpsc::Sender<Arc<Payload>>),
+    Disk(Arc<CloseOnDrop>),
 }
 
 /// The on-disk queue of one exporter, shared by its handle and its consumers.
@@ -41,9 +47,7 @@ struct Disk {
 
 impl Disk {
     fn publish(&self) {
-        let (used, max) = self.wal.usage();
-        self.counters.storage_bytes.set(used as i64);
-        self.counters.storage_capacity.set(max as i64);
+        self.counters.storage_bytes.set(self.wal.usage().0 as i64);
         self.counters.queue_size.set(self.wal.pending() as i64);
     }
 
@@ -114,10 +118,10 @@ impl ExporterHandle {
 
     /// Put a payload in the queue: wait for room when `block_on_overflow`, else drop and count.
     pub async fn enqueue(&self, p: Arc<Payload>) {
-        if let Some(d) = &self.disk {
-            return d.0.append(&p, self.block).await;
-        }
-        let Some(tx) = &self.tx else { return };
+        let tx = match &self.queue {
+            Backlog::Disk(d) => return d.0.append(&p, self.block).await,
+            Backlog::Memory(tx) => tx,
+        };
         let (signal, items) = (p.signal(), p.items);
         self.counters.queue_size.inc();
         let result = if self.block {
@@ -167,8 +171,7 @@ pub(super) fn start(
         .collect();
     let handle = ExporterHandle {
         id: Arc::from(id),
-        tx: Some(tx),
-        disk: None,
+        queue: Backlog::Memory(tx),
         block: queue.block_on_overflow,
         wire_only,
         counters,
@@ -221,6 +224,7 @@ fn start_on_disk(
         counters: counters.clone(),
         hard_stop: hard_stop.clone(),
     });
+    counters.storage_capacity.set(disk.wal.usage().1 as i64);
     disk.publish();
     let w = Worker {
         transport,
@@ -237,8 +241,7 @@ fn start_on_disk(
     )));
     let handle = ExporterHandle {
         id: Arc::from(id),
-        tx: None,
-        disk: Some(Arc::new(CloseOnDrop(disk))),
+        queue: Backlog::Disk(Arc::new(CloseOnDrop(disk))),
         block: queue.block_on_overflow,
         wire_only: true,
         counters,
