@@ -12,7 +12,7 @@
 //!
 //! Sources: OTel GenAI semantic conventions (current and pre-1.37), OpenLLMetry/Traceloop 0.62,
 //! OpenInference spec, OpenLIT 1.45 (`SemanticConvention`), Langfuse's OTel attribute mapping;
-//! checked against the captures in `shared/fixtures/otlp/`.
+//! checked against the captures in `tests/fixtures/otlp/`.
 
 use super::view::Stage;
 

@@ -1,4 +1,4 @@
-//! Golden tests over the real captures in `shared/fixtures/otlp/`, and cost tests on spans built
+//! Golden tests over the real captures in `tests/fixtures/otlp/`, and cost tests on spans built
 //! by hand. Every expected number is read by hand from the fixtures (raw attribute values) and
 //! from `config/prices.yaml`, and the arithmetic is written out here.
 
@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::trace::v1::{Span, Status, span::Event, status::S
 use super::prices::{BUILTIN_PRICES_YAML, parse_entries};
 use super::*;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/otlp");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/otlp");
 
 // Prices from config/prices.yaml, USD per 1M tokens.
 const GPT_4O_MINI_IN: f64 = 0.15;

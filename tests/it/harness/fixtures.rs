@@ -1,4 +1,4 @@
-//! The real captures in ../shared/fixtures/otlp/, and order-insensitive comparison of requests.
+//! The real captures vendored in tests/fixtures/otlp/, and order-insensitive comparison of requests.
 
 use std::path::PathBuf;
 
@@ -11,14 +11,14 @@ use ragwatch::signal::Batch;
 pub fn dir() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/otlp"
+        "/tests/fixtures/otlp"
     ))
 }
 
 /// Every fixture file, sorted.
 pub fn files() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir())
-        .expect("../shared/fixtures/otlp is beside the project")
+        .expect("tests/fixtures/otlp is in the repository")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
         .collect();
