@@ -29,6 +29,8 @@ pub mod signal;
 pub mod slo;
 pub mod synth;
 pub mod telemetry;
+#[cfg(test)]
+mod test_logs;
 pub mod tls;
 
 pub use config::Config;

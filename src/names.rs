@@ -210,11 +210,17 @@ pub mod attrs {
     pub const CRITICAL_PATH_SHARE: &str = "rag.critical_path.share";
     /// On the span that owns the largest share of the critical path, when it is >= min_share.
     pub const BOTTLENECK: &str = "rag.bottleneck";
-    /// On the root: the bottleneck's stage (or span name, for a span without a stage), span id
-    /// (hex) and share.
+    /// On the root: the bottleneck's stage (one of the fixed stage names, or `app` for time the
+    /// application's own non-GenAI spans own), span id (hex), span name and share.
     pub const TRACE_BOTTLENECK_STAGE: &str = "rag.trace.bottleneck.stage";
     pub const TRACE_BOTTLENECK_SPAN_ID: &str = "rag.trace.bottleneck.span_id";
+    pub const TRACE_BOTTLENECK_SPAN_NAME: &str = "rag.trace.bottleneck.span_name";
     pub const TRACE_BOTTLENECK_SHARE: &str = "rag.trace.bottleneck.share";
+    /// On a non-GenAI span with children that owns at least `uninstrumented_gap_share` of the
+    /// trace on the critical path outside any child (code nobody traced): that time, ms. An
+    /// instrumentation issue (`uninstrumented_gap` in rag_instrumentation_issues_total), not a
+    /// finding.
+    pub const UNINSTRUMENTED_MS: &str = "rag.uninstrumented_ms";
     /// On the root, per stage on the critical path: `rag.trace.stage.<stage>.ms`.
     pub const TRACE_STAGE_PREFIX: &str = "rag.trace.stage.";
 
@@ -240,4 +246,12 @@ pub mod attrs {
     pub const FINDING_DESCRIPTION: &str = "description";
     pub const FINDING_SEVERITY: &str = "severity";
     pub const FINDING_SPAN_IDS: &str = "span_ids";
+}
+
+/// Attribute and label values with a meaning of their own.
+pub mod values {
+    /// The stage of time owned by the application's own spans (no GenAI attribute and no GenAI
+    /// ancestor), as in `rag.trace.bottleneck.stage` and the `stage` label of the critical-path
+    /// metrics.
+    pub const APP_STAGE: &str = "app";
 }

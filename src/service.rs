@@ -157,6 +157,21 @@ impl Service {
             let _ = alerts_slot.set(running.engine);
             alert_tasks = running.tasks;
         }
+        // Findings that went quiet are logged as ended even when nothing else is published.
+        {
+            let findings = findings.clone();
+            let stop = stop_alerts.clone();
+            alert_tasks.push(tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = every.tick() => findings.sweep(std::time::SystemTime::now()),
+                    }
+                }
+            }));
+        }
 
         // Pipelines.
         let mut pipelines = Vec::new();

@@ -43,6 +43,49 @@ pub struct Alert {
     pub ends_at: Option<SystemTime>,
     pub for_: Duration,
     pub resolve_after: Duration,
+    /// How many times the condition was observed this episode (for the log lines).
+    #[serde(default)]
+    pub observations: u64,
+}
+
+impl Alert {
+    /// One log line for a change of state: when an alert turns pending, fires, resolves or
+    /// clears before firing; never on the ticks in between.
+    fn log_change(&self, what: &str) {
+        let name = self
+            .labels
+            .get("alertname")
+            .map(String::as_str)
+            .unwrap_or("");
+        let severity = self
+            .labels
+            .get("severity")
+            .map(String::as_str)
+            .unwrap_or("");
+        let summary = self
+            .annotations
+            .get("summary")
+            .map(String::as_str)
+            .unwrap_or("");
+        match what {
+            "firing" => tracing::warn!(
+                alert = name,
+                severity,
+                labels = ?self.labels,
+                observations = self.observations,
+                summary,
+                "alert firing"
+            ),
+            _ => tracing::info!(
+                alert = name,
+                severity,
+                labels = ?self.labels,
+                observations = self.observations,
+                summary,
+                "alert {what}"
+            ),
+        }
+    }
 }
 
 /// Alertmanager's fingerprint: FNV-1a (64 bit) over the sorted label names and values.
@@ -199,23 +242,24 @@ impl Engine {
             Some(a) if a.state != State::Resolved => {
                 a.last_seen = now;
                 a.annotations = c.annotations;
+                a.observations += 1;
             }
             _ => {
-                self.alerts.insert(
-                    fp.clone(),
-                    Alert {
-                        fingerprint: fp,
-                        labels: c.labels,
-                        annotations: c.annotations,
-                        state: State::Pending,
-                        active_since: now,
-                        last_seen: now,
-                        starts_at: None,
-                        ends_at: None,
-                        for_: c.for_,
-                        resolve_after: c.resolve_after,
-                    },
-                );
+                let a = Alert {
+                    fingerprint: fp.clone(),
+                    labels: c.labels,
+                    annotations: c.annotations,
+                    state: State::Pending,
+                    active_since: now,
+                    last_seen: now,
+                    starts_at: None,
+                    ends_at: None,
+                    for_: c.for_,
+                    resolve_after: c.resolve_after,
+                    observations: 1,
+                };
+                a.log_change("pending");
+                self.alerts.insert(fp, a);
                 self.changed = true;
             }
         }
@@ -279,17 +323,20 @@ impl Engine {
                 State::Pending if since(a.last_seen) >= a.resolve_after => {
                     // Cleared before it fired: forget it (below).
                     a.state = State::Resolved;
+                    a.log_change("cleared before firing");
                 }
                 State::Pending if since(a.active_since) >= a.for_ => {
                     a.state = State::Firing;
                     a.starts_at = Some(now);
                     self.changed = true;
+                    a.log_change("firing");
                 }
                 State::Firing if since(a.last_seen) >= a.resolve_after => {
                     a.state = State::Resolved;
                     a.ends_at = Some(now);
                     newly_resolved.push(a.fingerprint.clone());
                     self.changed = true;
+                    a.log_change("resolved");
                 }
                 _ => {}
             }

@@ -225,3 +225,28 @@ fn fingerprints_and_matchers() {
     assert!(!matches(&labels(&[("service", "!api")]), &a));
     assert!(!matches(&labels(&[("stage", "llm")]), &a));
 }
+
+#[test]
+fn each_change_of_state_is_one_log_line() {
+    let mut e = Engine::new(config(&[]));
+    let c = cond("RagSloBurn", "api", "critical");
+    let lines = crate::test_logs::logged(|| {
+        // Observed every second for a minute: pending at 0, firing at 10 (for: 10s); clear
+        // from 61, resolved 30 s later.
+        hold(&mut e, std::slice::from_ref(&c), 0, 60);
+        for s in 61..=120 {
+            e.tick(t(s));
+        }
+    });
+    let of = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
+    assert_eq!(of("alert pending"), 1, "{lines:#?}");
+    assert_eq!(of("alert firing"), 1, "{lines:#?}");
+    assert_eq!(of("alert resolved"), 1, "{lines:#?}");
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("alert resolved") && l.contains("observations=61")),
+        "{lines:#?}"
+    );
+}

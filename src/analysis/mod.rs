@@ -135,58 +135,167 @@ pub(crate) fn stage_of(s: &Span) -> Option<&str> {
 
 pub(crate) use crate::attributes::hex;
 
+/// The stage each span's time belongs to, and the span that owns that time.
+///
+/// A span with a `rag.stage` owns its time under that stage (an unknown value counts as
+/// `other`). A span without one beneath a staged span (OpenLIT's HTTP client span `POST` under
+/// a chat call, a database driver's span under a retrieval) is part of its nearest staged
+/// ancestor: that ancestor owns its time, under its stage. Any other span is the application's
+/// own code: it owns its time, under [`APP`]. So every stage written or used as a label is one
+/// of the fixed stage names or `app`, never a span's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owners {
+    pub stage: Vec<&'static str>,
+    pub owner: Vec<usize>,
+}
+
+/// The stage of time owned by the application's own (non-GenAI) spans.
+pub use crate::names::values::APP_STAGE as APP;
+
+impl Owners {
+    pub fn of(spans: &[Span]) -> Owners {
+        let n = spans.len();
+        let index: std::collections::HashMap<&[u8], usize> = spans
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.span_id.as_slice(), i))
+            .collect();
+        let own: Vec<Option<&'static str>> = spans.iter().map(fixed_stage).collect();
+        // Resolved owner per span; resolved top-down along each span's ancestry, iteratively
+        // (deep traces) and safely on cycles (a span in a cycle with no staged member is `app`).
+        let mut owner: Vec<Option<usize>> = vec![None; n];
+        let mut walk: Vec<usize> = Vec::new();
+        let mut on_walk = vec![false; n];
+        for i in 0..n {
+            if owner[i].is_some() {
+                continue;
+            }
+            walk.clear();
+            let mut cur = i;
+            // The owner found above the walk, if any staged ancestor exists.
+            let found: Option<usize> = loop {
+                if let Some(o) = owner[cur] {
+                    break (own[o].is_some()).then_some(o);
+                }
+                if own[cur].is_some() {
+                    owner[cur] = Some(cur);
+                    break Some(cur);
+                }
+                if std::mem::replace(&mut on_walk[cur], true) {
+                    break None;
+                }
+                walk.push(cur);
+                match index.get(spans[cur].parent_span_id.as_slice()) {
+                    Some(&p) if !spans[cur].parent_span_id.is_empty() && p != cur => cur = p,
+                    _ => break None,
+                }
+            };
+            for &w in &walk {
+                on_walk[w] = false;
+                owner[w] = Some(found.unwrap_or(w));
+            }
+        }
+        let owner: Vec<usize> = owner
+            .iter()
+            .enumerate()
+            .map(|(i, o)| o.unwrap_or(i))
+            .collect();
+        let stage = owner.iter().map(|&o| own[o].unwrap_or(APP)).collect();
+        Owners { stage, owner }
+    }
+
+    /// Whether span `i` is part of another span (a non-GenAI span beneath a GenAI one).
+    pub fn absorbed(&self, i: usize) -> bool {
+        self.owner.get(i).is_some_and(|&o| o != i)
+    }
+}
+
+/// A span's own `rag.stage`, as one of the fixed names (`other` for an unknown value).
+fn fixed_stage(s: &Span) -> Option<&'static str> {
+    let st = stage_of(s)?;
+    Some(
+        crate::genai::Stage::ALL
+            .iter()
+            .map(|x| x.as_str())
+            .find(|x| *x == st)
+            .unwrap_or(crate::genai::Stage::Other.as_str()),
+    )
+}
+
 impl TraceAnalyzer for CriticalPathAnalyzer {
     fn analyze(&mut self, t: &mut AssembledTrace, now: Instant) {
         use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
         if !t.has_root {
             return;
         }
-        let nodes: Vec<path::SpanNode> = t
+        let owners = Owners::of(&t.spans);
+        // The path is walked on the tree of owners: a span that is part of another is left
+        // out, its children hang from its owner, so its time is its owner's time.
+        let kept: Vec<usize> = (0..t.spans.len())
+            .filter(|i| !owners.absorbed(*i))
+            .collect();
+        let index: std::collections::HashMap<&[u8], usize> = t
             .spans
             .iter()
-            .map(|s| path::SpanNode {
-                span_id: s.span_id.clone(),
-                parent: s.parent_span_id.clone(),
-                start: s.start_time_unix_nano,
-                end: s.end_time_unix_nano,
-                kind: match SpanKind::try_from(s.kind) {
-                    Ok(SpanKind::Producer) => path::Kind::Producer,
-                    Ok(SpanKind::Consumer) => path::Kind::Consumer,
-                    _ => path::Kind::Other,
-                },
+            .enumerate()
+            .map(|(i, s)| (s.span_id.as_slice(), i))
+            .collect();
+        let nodes: Vec<path::SpanNode> = kept
+            .iter()
+            .map(|&i| {
+                let s = &t.spans[i];
+                let parent = match index.get(s.parent_span_id.as_slice()) {
+                    Some(&p) if owners.absorbed(p) => t.spans[owners.owner[p]].span_id.clone(),
+                    _ => s.parent_span_id.clone(),
+                };
+                path::SpanNode {
+                    span_id: s.span_id.clone(),
+                    parent,
+                    start: s.start_time_unix_nano,
+                    end: s.end_time_unix_nano,
+                    kind: match SpanKind::try_from(s.kind) {
+                        Ok(SpanKind::Producer) => path::Kind::Producer,
+                        Ok(SpanKind::Consumer) => path::Kind::Consumer,
+                        _ => path::Kind::Other,
+                    },
+                }
             })
             .collect();
         let result = path::analyze(&nodes);
-        for (s, st) in t.spans.iter_mut().zip(&result.self_time) {
-            put(s, a::SELF_TIME_MS, Value::DoubleValue(*st as f64 / 1e6));
+        for (k, st) in result.self_time.iter().enumerate() {
+            put(
+                &mut t.spans[kept[k]],
+                a::SELF_TIME_MS,
+                Value::DoubleValue(*st as f64 / 1e6),
+            );
         }
         let Some(root) = result.root else { return };
         let total = nodes[root].end.saturating_sub(nodes[root].start);
         if total == 0 {
             return;
         }
-        // Time on the path per span, and per stage (a span without a stage stands alone).
+        let root = kept[root];
+        // Time on the path per (owning) span, and per stage.
         let mut per_span: Vec<u64> = vec![0; t.spans.len()];
         for seg in &result.critical_path {
-            if let Some(x) = per_span.get_mut(seg.span) {
+            if let Some(x) = kept.get(seg.span).and_then(|&i| per_span.get_mut(i)) {
                 *x += seg.end - seg.start;
             }
         }
-        let mut per_key: Vec<(String, bool, u64, usize, u64)> = Vec::new(); // key, is_stage, ms, best span, its ms
+        // (stage, ns on the path, the span of the stage with the most, its ns), in order of
+        // first appearance.
+        let mut per_stage: Vec<(&'static str, u64, usize, u64)> = Vec::new();
         for (i, ns) in per_span.iter().enumerate().filter(|(_, ns)| **ns > 0) {
-            let (key, is_stage) = match stage_of(&t.spans[i]) {
-                Some(st) => (st.to_string(), true),
-                None => (t.spans[i].name.clone(), false),
-            };
-            match per_key.iter_mut().find(|k| k.1 && is_stage && k.0 == key) {
+            let stage = owners.stage[i];
+            match per_stage.iter_mut().find(|k| k.0 == stage) {
                 Some(k) => {
-                    k.2 += ns;
-                    if *ns > k.4 {
-                        k.3 = i;
-                        k.4 = *ns;
+                    k.1 += ns;
+                    if *ns > k.3 {
+                        k.2 = i;
+                        k.3 = *ns;
                     }
                 }
-                None => per_key.push((key, is_stage, *ns, i, *ns)),
+                None => per_stage.push((stage, *ns, i, *ns)),
             }
         }
         for (i, ns) in per_span.iter().enumerate().filter(|(_, ns)| **ns > 0) {
@@ -199,22 +308,20 @@ impl TraceAnalyzer for CriticalPathAnalyzer {
                 Value::DoubleValue(*ns as f64 / total as f64),
             );
         }
-        for (key, is_stage, ns, _, _) in &per_key {
-            if *is_stage {
-                self.derived.observe(
-                    crate::genai::metrics::CRITICAL_PATH_SHARE,
-                    &[key],
-                    *ns as f64 / total as f64,
-                    now,
-                );
-                put(
-                    &mut t.spans[root],
-                    &format!("{}{key}.ms", a::TRACE_STAGE_PREFIX),
-                    Value::DoubleValue(*ns as f64 / 1e6),
-                );
-            }
+        for (stage, ns, _, _) in &per_stage {
+            self.derived.observe(
+                crate::genai::metrics::CRITICAL_PATH_SHARE,
+                &[stage],
+                *ns as f64 / total as f64,
+                now,
+            );
+            put(
+                &mut t.spans[root],
+                &format!("{}{stage}.ms", a::TRACE_STAGE_PREFIX),
+                Value::DoubleValue(*ns as f64 / 1e6),
+            );
         }
-        let Some((key, _, ns, span, _)) = per_key.iter().max_by_key(|k| k.2).cloned() else {
+        let Some(&(stage, ns, span, _)) = per_stage.iter().max_by_key(|k| k.1) else {
             return;
         };
         let share = ns as f64 / total as f64;
@@ -222,17 +329,27 @@ impl TraceAnalyzer for CriticalPathAnalyzer {
             return;
         }
         let span_id = hex(&t.spans[span].span_id);
+        let span_name = t.spans[span].name.clone();
         put(&mut t.spans[span], a::BOTTLENECK, Value::BoolValue(true));
         let service = t.service(root).unwrap_or("unknown_service").to_string();
         self.derived.add(
             crate::genai::metrics::BOTTLENECK_TRACES,
-            &[&service, &key],
+            &[&service, stage],
             1.0,
             now,
         );
         let r = &mut t.spans[root];
-        put(r, a::TRACE_BOTTLENECK_STAGE, Value::StringValue(key));
+        put(
+            r,
+            a::TRACE_BOTTLENECK_STAGE,
+            Value::StringValue(stage.into()),
+        );
         put(r, a::TRACE_BOTTLENECK_SPAN_ID, Value::StringValue(span_id));
+        put(
+            r,
+            a::TRACE_BOTTLENECK_SPAN_NAME,
+            Value::StringValue(span_name),
+        );
         put(r, a::TRACE_BOTTLENECK_SHARE, Value::DoubleValue(share));
     }
 }

@@ -97,9 +97,12 @@ pub mod finding {
     pub const REPEATED_RETRIEVAL: &str = "repeated_retrieval";
     pub const RETRY: &str = "retry";
     pub const SLOW_FIRST_TOKEN: &str = "slow_first_token";
-    pub const UNINSTRUMENTED_GAP: &str = "uninstrumented_gap";
     pub const CONTEXT_OVERFLOW_RISK: &str = "context_overflow_risk";
 }
+
+/// The instrumentation issue (not a finding) of a non-GenAI span that spends a large share of
+/// the trace on the critical path outside any child span: code nobody traced.
+pub const UNINSTRUMENTED_GAP: &str = "uninstrumented_gap";
 
 /// A `rag.finding` event.
 pub fn finding_event(
@@ -190,15 +193,23 @@ impl TraceAnalyzer for PatternAnalyzer {
             .enumerate()
             .map(|(i, s)| (s.span_id.as_slice(), i))
             .collect();
+        let owners = super::Owners::of(&t.spans);
         for (parent_id, kids) in &children {
             let Some(&p) = index.get(parent_id) else {
                 continue;
             };
             let parent_start = t.spans[p].start_time_unix_nano;
             // sequential_calls: runs of non-overlapping sibling calls of one stage (LLM, retrieval
-            // or tool). Calls of different stages are left alone: an answer waits for its
-            // retrieval by design.
+            // or tool) with nothing else between them. Calls of different stages are left
+            // alone: an answer waits for its retrieval by design; and a call that follows a
+            // step of another kind (a tool call between two model calls) may depend on it. An
+            // agent's model calls are its turns, each answering what the last one asked for:
+            // never independent.
+            let under_agent = owners.stage[p] == "agent";
             for stage in ["llm", "retrieval", "tool"] {
+                if stage == "llm" && under_agent {
+                    continue;
+                }
                 let mut calls: Vec<usize> = kids
                     .iter()
                     .copied()
@@ -233,10 +244,18 @@ impl TraceAnalyzer for PatternAnalyzer {
                     run.clear();
                 };
                 for &i in &calls {
-                    if let Some(&last) = run.last()
-                        && t.spans[i].start_time_unix_nano < t.spans[last].end_time_unix_nano
-                    {
-                        flush_run(&mut run, &mut found);
+                    if let Some(&last) = run.last() {
+                        let (gap_from, gap_to) = (
+                            t.spans[last].end_time_unix_nano,
+                            t.spans[i].start_time_unix_nano,
+                        );
+                        let step_between = kids.iter().any(|k| {
+                            stage_of(&t.spans[*k]) != Some(stage)
+                                && (gap_from..=gap_to).contains(&t.spans[*k].start_time_unix_nano)
+                        });
+                        if gap_to < gap_from || step_between {
+                            flush_run(&mut run, &mut found);
+                        }
                     }
                     run.push(i);
                 }
@@ -311,6 +330,7 @@ impl TraceAnalyzer for PatternAnalyzer {
                 }
             }
         }
+        let mut gaps: Vec<usize> = Vec::new();
         for (i, s) in t.spans.iter().enumerate() {
             // slow_first_token
             if stage_of(s) == Some("llm")
@@ -337,26 +357,37 @@ impl TraceAnalyzer for PatternAnalyzer {
                     ));
                 }
             }
-            // uninstrumented_gap: a non-leaf span's own time on the critical path.
-            if children.contains_key(s.span_id.as_slice())
-                && let Some(path_ms) = num(s, a::CRITICAL_PATH_MS)
-                && path_ms >= c.uninstrumented_gap_share * trace_ms
+            // uninstrumented_gap: a non-GenAI span's own time on the critical path, when it has
+            // children (a leaf's time is all its own, by design). A GenAI span's own time is
+            // the model's or the tool's, and what its library's own helper spans (an HTTP
+            // client span under a chat call) do is part of it. This is about the
+            // instrumentation, not the service: it goes to the lint (counted in
+            // rag_instrumentation_issues_total, the time on the span), never a finding.
+            if owners.stage[i] == super::APP
+                && !owners.absorbed(i)
+                && children.contains_key(s.span_id.as_slice())
+                && num(s, a::CRITICAL_PATH_MS)
+                    .is_some_and(|path_ms| path_ms >= c.uninstrumented_gap_share * trace_ms)
             {
-                let d = format!(
-                    "{:?} spent {path_ms:.1} ms ({:.0}% of the trace) on the critical path outside any child span: code nobody traced",
-                    s.name,
-                    100.0 * path_ms / trace_ms
+                gaps.push(i);
+            }
+        }
+        for i in gaps {
+            let svc = t.service(i).unwrap_or("unknown_service").to_string();
+            self.derived.add(
+                crate::genai::metrics::ISSUES,
+                &[&svc, UNINSTRUMENTED_GAP],
+                1.0,
+                now,
+            );
+            if let Some(s) = t.spans.get_mut(i)
+                && let Some(ms) = num(s, a::CRITICAL_PATH_MS)
+            {
+                crate::attributes::put(
+                    &mut s.attributes,
+                    a::UNINSTRUMENTED_MS,
+                    Value::DoubleValue(ms),
                 );
-                found.push((
-                    i,
-                    finding_event(
-                        s.start_time_unix_nano,
-                        finding::UNINSTRUMENTED_GAP,
-                        d,
-                        "info",
-                        &[&s.span_id],
-                    ),
-                ));
             }
         }
         let service = t.service(root).unwrap_or("unknown_service").to_string();

@@ -33,6 +33,7 @@ use crate::findings::{Finding, Findings, Severity};
 use crate::names::attrs as a;
 use crate::processor::Processor;
 use crate::signal::Batch;
+pub use detector::Direction;
 use detector::{Outcome, Rate, RateParams, Robust, RobustParams};
 
 /// The signals watched.
@@ -121,6 +122,25 @@ impl Signal {
     fn index(self) -> usize {
         self as usize
     }
+
+    /// Which way the signal goes bad unless configured: quality down, the rest up.
+    pub fn default_direction(self) -> Direction {
+        match self {
+            Signal::Quality => Direction::Down,
+            _ => Direction::Up,
+        }
+    }
+
+    /// The smallest distance from the baseline median, in the signal's own units, that is
+    /// judged at all.
+    fn min_shift(self, latency_secs: f64) -> f64 {
+        match self {
+            Signal::RequestLatency | Signal::StageLatency | Signal::Ttft => latency_secs,
+            Signal::InputTokens | Signal::OutputTokens => 10.0,
+            Signal::Quality => 0.05,
+            Signal::Cost | Signal::ErrorRate => 0.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,12 +161,25 @@ pub struct AnomalyConfig {
     /// How far a baseline moves towards each normal value, in sigmas.
     #[serde(default = "d_adapt")]
     pub adapt: f64,
-    /// Error rate: the decision threshold of the Bernoulli CUSUM (nats).
+    /// Error rate: the evidence an error burst needs, in nats (the burst's binomial tail
+    /// probability under the baseline rate is below e^-threshold; 11.5: 1 in 100,000).
     #[serde(default = "d_error_h")]
     pub error_threshold: f64,
-    /// Error rate: the lowest baseline rate assumed.
-    #[serde(default = "d_min_rate")]
-    pub min_error_rate: f64,
+    /// Error rate: the prior's mean, the rate assumed of a service before its requests say
+    /// otherwise (`min_error_rate` is accepted as an older name).
+    #[serde(default = "d_min_rate", alias = "min_error_rate")]
+    pub prior_error_rate: f64,
+    /// Error rate: how many requests the prior is worth.
+    #[serde(default = "d_prior_weight")]
+    pub prior_weight: f64,
+    /// Latencies (request, stage, time to first token): a value must lie at least this far from
+    /// the baseline median, in ms, to be judged (a 0.2 ms glue span taking 0.6 ms is not news).
+    #[serde(default = "d_min_latency_shift")]
+    pub min_latency_shift_ms: f64,
+    /// The direction in which each signal goes bad (`up`, `down` or `both`); defaults: quality
+    /// `down`, every other signal `up`.
+    #[serde(default)]
+    pub directions: BTreeMap<Signal, Direction>,
     /// Independent groups of signals with point outliers that make a verdict on their own.
     #[serde(default = "d_groups")]
     pub min_groups: usize,
@@ -179,6 +212,12 @@ fn d_error_h() -> f64 {
 fn d_min_rate() -> f64 {
     0.01
 }
+fn d_prior_weight() -> f64 {
+    50.0
+}
+fn d_min_latency_shift() -> f64 {
+    25.0
+}
 fn d_groups() -> usize {
     2
 }
@@ -198,7 +237,10 @@ impl Default for AnomalyConfig {
             cusum_threshold: d_h(),
             adapt: d_adapt(),
             error_threshold: d_error_h(),
-            min_error_rate: d_min_rate(),
+            prior_error_rate: d_min_rate(),
+            prior_weight: d_prior_weight(),
+            min_latency_shift_ms: d_min_latency_shift(),
+            directions: BTreeMap::new(),
             min_groups: d_groups(),
             max_keys: d_keys(),
             signals: d_signals(),
@@ -227,8 +269,20 @@ impl Validate for AnomalyConfig {
         if !(self.adapt > 0.0 && self.adapt <= 1.0) {
             problems.push(&format!("{path}.adapt"), "must be in (0, 1]");
         }
-        if !(self.min_error_rate > 0.0 && self.min_error_rate < 0.5) {
-            problems.push(&format!("{path}.min_error_rate"), "must be in (0, 0.5)");
+        if !(self.prior_error_rate > 0.0 && self.prior_error_rate < 0.5) {
+            problems.push(&format!("{path}.prior_error_rate"), "must be in (0, 0.5)");
+        }
+        if !(self.prior_weight.is_finite() && self.prior_weight >= 1.0) {
+            problems.push(&format!("{path}.prior_weight"), "must be at least 1");
+        }
+        if !(self.min_latency_shift_ms.is_finite() && self.min_latency_shift_ms >= 0.0) {
+            problems.push(&format!("{path}.min_latency_shift_ms"), "must be >= 0");
+        }
+        if self.directions.contains_key(&Signal::ErrorRate) {
+            problems.push(
+                &format!("{path}.directions.error_rate"),
+                "the error rate is judged on increases only",
+            );
         }
         if !(1..=3).contains(&self.min_groups) {
             problems.push(&format!("{path}.min_groups"), "must be 1 to 3");
@@ -264,8 +318,9 @@ struct Obs {
 }
 
 pub struct AnomalyProcessor {
-    robust: RobustParams,
-    quality: RobustParams,
+    /// Per signal (by index; the error rate's entry is unused).
+    robust: [RobustParams; 8],
+    min_latency_shift: f64,
     rate: RateParams,
     min_groups: usize,
     enabled: [bool; 8],
@@ -287,30 +342,34 @@ impl AnomalyProcessor {
         derived: Arc<DerivedMetrics>,
         findings: Arc<Findings>,
     ) -> Self {
-        let robust = RobustParams {
+        let robust = Signal::ALL.map(|signal| RobustParams {
             warmup: config.warmup,
             k: config.z_threshold,
             drift: config.cusum_drift,
             h: config.cusum_threshold,
             adapt: config.adapt,
-            min_sigma: 0.05,
-        };
+            min_sigma: if signal == Signal::Quality {
+                0.02
+            } else {
+                0.05
+            },
+            direction: config
+                .directions
+                .get(&signal)
+                .copied()
+                .unwrap_or(signal.default_direction()),
+        });
         let mut enabled = [false; 8];
         for s in &config.signals {
             enabled[s.index()] = true;
         }
         AnomalyProcessor {
             robust,
-            quality: RobustParams {
-                min_sigma: 0.02,
-                ..robust
-            },
+            min_latency_shift: config.min_latency_shift_ms / 1000.0,
             rate: RateParams {
-                // A rate needs more values than a level: 1% is 0 or 1 error in 50.
-                warmup: config.warmup.max(50) * 4,
-                min_rate: config.min_error_rate,
+                prior_rate: config.prior_error_rate,
+                prior_weight: config.prior_weight,
                 h: config.error_threshold,
-                adapt: 1.0 / (4.0 * config.warmup as f64),
             },
             min_groups: config.min_groups,
             enabled,
@@ -338,16 +397,14 @@ impl AnomalyProcessor {
             return;
         };
         let (outcome, baseline) = if signal == Signal::ErrorRate {
-            let o = st.errors.observe(value > 0.5, &self.rate);
-            (o, st.errors.baseline().map(|p| (p, 0.0)))
+            let p0 = st.errors.baseline(&self.rate);
+            (st.errors.observe(value > 0.5, &self.rate), Some((p0, 0.0)))
         } else {
-            let p = if signal == Signal::Quality {
-                &self.quality
-            } else {
-                &self.robust
-            };
+            let p = &self.robust[signal.index()];
+            let min_shift = signal.min_shift(self.min_latency_shift);
             let d = &mut st.robust[signal.index()];
-            let o = d.observe(signal.transform(value), p);
+            let far = |median: f64| (value - signal.untransform(median)).abs() >= min_shift;
+            let o = d.observe(signal.transform(value), p, far);
             (o, d.baseline(p).map(|(m, s)| (signal.untransform(m), s)))
         };
         out.push(Obs {
@@ -373,26 +430,32 @@ impl AnomalyProcessor {
         // request's own error rate is the root's status (a call retried successfully is not a
         // failed request).
         let failed = spans.iter().any(|(_, s)| is_error(s));
-        // Requests are keyed by the model that answered them too: a service routing between
-        // models has one latency and cost population per model, not one mixed.
+        // Requests' latency and cost are keyed by the model that answered them too: a service
+        // routing between models has one population per model, not one mixed. Their errors
+        // and quality, and their cost once more, are the service's whatever model answered (a
+        // failed request names no answering model; a switch to a pricier model is a cost
+        // spike of the service).
         let request_model = spans
             .iter()
             .filter(|(_, s)| get_str(&s.attributes, a::RAG_STAGE) == Some("llm") && !is_error(s))
             .find_map(|(_, s)| crate::genai::view(s).model().map(str::to_string))
             .unwrap_or_default();
-        let request_key = Key {
+        let service_key = Key {
             service: service.to_string(),
             stage: "request".into(),
+            model: String::new(),
+        };
+        let request_key = Key {
             model: request_model,
+            ..service_key.clone()
         };
         if let Some(r) = root {
             let err = f64::from(u8::from(is_error(spans[r].1)));
-            self.observe(r, &request_key, Signal::ErrorRate, err, &mut obs);
+            self.observe(r, &service_key, Signal::ErrorRate, err, &mut obs);
         }
         if let Some(r) = root.filter(|_| !failed) {
             let s = &*spans[r].1;
-            let key = request_key.clone();
-            self.observe(r, &key, Signal::RequestLatency, secs(s), &mut obs);
+            self.observe(r, &request_key, Signal::RequestLatency, secs(s), &mut obs);
             let cost = get_f64(&s.attributes, a::TRACE_COST_USD).or_else(|| {
                 let c: Vec<f64> = spans
                     .iter()
@@ -401,10 +464,13 @@ impl AnomalyProcessor {
                 (!c.is_empty()).then(|| c.iter().sum())
             });
             if let Some(c) = cost {
-                self.observe(r, &key, Signal::Cost, c, &mut obs);
+                self.observe(r, &request_key, Signal::Cost, c, &mut obs);
+                if !request_key.model.is_empty() {
+                    self.observe(r, &service_key, Signal::Cost, c, &mut obs);
+                }
             }
             if let Some(q) = get_f64(&spans[r].1.attributes, a::QUALITY_SCORE) {
-                self.observe(r, &key, Signal::Quality, q, &mut obs);
+                self.observe(r, &service_key, Signal::Quality, q, &mut obs);
             }
         }
         for (i, (svc, s)) in spans.iter().enumerate() {
@@ -425,7 +491,9 @@ impl AnomalyProcessor {
                 f64::from(u8::from(error)),
                 &mut obs,
             );
-            if error {
+            // Glue (a chain's or an unknown GenAI span's duration is its children's) says
+            // nothing of its own: the stages inside it are judged.
+            if error || matches!(stage, "chain" | "other") {
                 continue;
             }
             let dur = secs(s);
@@ -452,14 +520,16 @@ impl AnomalyProcessor {
         for o in obs.iter().filter(|o| o.outcome.point) {
             groups[o.signal.group() as usize] = true;
         }
-        let groups = groups.iter().filter(|g| **g).count();
-        if !sustained && groups < self.min_groups {
+        let points_count = groups.iter().filter(|g| **g).count() >= self.min_groups;
+        if !sustained && !points_count {
             return Verdict::default();
         }
         self.verdicts += 1;
+        // What is marked: values on the shifted side of a sustained shift, and point outliers
+        // when they make a verdict of their own (in at least `min_groups` groups).
         let flagged: Vec<&Obs> = obs
             .iter()
-            .filter(|o| o.outcome.point || o.outcome.sustained)
+            .filter(|o| o.outcome.sustained || (points_count && o.outcome.point))
             .collect();
         // Mark each span concerned.
         let mut per_span: BTreeMap<usize, (Vec<&'static str>, f64)> = BTreeMap::new();

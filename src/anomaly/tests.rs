@@ -14,118 +14,191 @@ fn params() -> RobustParams {
         h: 12.0,
         adapt: 1e-12,
         min_sigma: 0.01,
+        direction: Direction::Up,
     }
 }
 
 const SIGMA: f64 = 1.4826;
 
-#[test]
-fn robust_baseline_is_the_median_and_mad_of_the_warmup() {
-    let p = params();
+/// A detector warmed up on 1..=5: median 3, MAD median(2, 1, 0, 1, 2) = 1, sigma 1.4826.
+fn warmed(p: &RobustParams) -> Robust {
     let mut d = Robust::default();
-    // 1..=5: no verdict while warming up; median 3, deviations 2,1,0,1,2: MAD 1.
-    for x in [5.0, 1.0, 4.0, 2.0, 3.0] {
-        assert_eq!(d.observe(x, &p), Outcome::default());
+    for x in [1.0, 2.0, 3.0, 4.0, 5.0] {
+        assert_eq!(d.observe(x, p, |_| true), Outcome::default());
     }
-    assert_eq!(d.baseline(&p), Some((3.0, SIGMA)));
-    // 3 + 4.5 sigma: z 4.5, a point; not learned.
-    let o = d.observe(3.0 + 4.5 * SIGMA, &p);
+    assert_eq!(d.baseline(p), Some((3.0, SIGMA)));
+    d
+}
+
+fn at(d: &mut Robust, z: f64, p: &RobustParams) -> Outcome {
+    d.observe(3.0 + z * SIGMA, p, |_| true)
+}
+
+#[test]
+fn a_point_outlier_counts_only_in_the_adverse_direction() {
+    let p = params();
+    let mut d = warmed(&p);
+    let o = at(&mut d, 4.5, &p);
     assert!((o.z.unwrap() - 4.5).abs() < 1e-9);
-    assert!(o.point && !o.sustained);
-    assert_eq!(d.baseline(&p), Some((3.0, SIGMA)));
-    // 3 + 3.9 sigma: no point.
-    assert!(!d.observe(3.0 + 3.9 * SIGMA, &p).point);
-    // A non-finite value is ignored.
-    assert_eq!(d.observe(f64::NAN, &p), Outcome::default());
+    assert!(o.point && !o.sustained, "one outlier is no shift");
+    assert!(!at(&mut d, 3.9, &p).point);
+    // Latency that falls is good news, never an anomaly.
+    let o = at(&mut d, -20.0, &p);
+    assert!(!o.point && !o.sustained);
+    assert_eq!(d.observe(f64::NAN, &p, |_| true), Outcome::default());
+    // Quality judges the other way.
+    let down = RobustParams {
+        direction: Direction::Down,
+        ..params()
+    };
+    let mut q = warmed(&down);
+    assert!(at(&mut q, -4.5, &down).point);
+    assert!(!at(&mut q, 4.5, &down).point);
 }
 
 #[test]
-fn cusum_fires_on_a_sustained_shift_and_restarts() {
+fn too_small_a_change_in_the_signals_own_units_is_not_judged() {
     let p = params();
-    let mut d = Robust::default();
-    for x in [1.0, 2.0, 3.0, 4.0, 5.0] {
-        d.observe(x, &p);
+    let mut d = warmed(&p);
+    for _ in 0..10 {
+        let o = d.observe(3.0 + 10.0 * SIGMA, &p, |_| false);
+        assert!(!o.point && !o.sustained);
     }
-    // z = 3 each time: the upper sum grows by 3 - 0.5 = 2.5: 2.5, 5, 7.5, 10 (quiet), 12.5 > 12.
-    for i in 1..=4 {
-        let o = d.observe(3.0 + 3.0 * SIGMA, &p);
-        assert!(!o.sustained && !o.point, "step {i}");
-    }
-    assert!(d.observe(3.0 + 3.0 * SIGMA, &p).sustained);
-    // It restarted from zero: four more are quiet again.
-    for _ in 0..4 {
-        assert!(!d.observe(3.0 + 3.0 * SIGMA, &p).sustained);
-    }
-    // An outlier counts as z = 4 in the sum: 10 + 3.5 = 13.5 > 12.
-    assert!(d.observe(3.0 + 100.0 * SIGMA, &p).sustained);
 }
 
 #[test]
-fn one_huge_outlier_is_a_point_not_a_shift() {
+fn two_outliers_in_three_start_a_shift_that_marks_every_value_on_its_side() {
     let p = params();
-    let mut d = Robust::default();
-    for x in [1.0, 2.0, 3.0, 4.0, 5.0] {
-        d.observe(x, &p);
-    }
-    // Clamped to 4: the sum is 3.5, far from 12.
-    let o = d.observe(1e9, &p);
-    assert!(o.point && !o.sustained);
-    // And it decays with normal values: 3.5 - 0.5 per value at z = 0.
-    for _ in 0..7 {
-        d.observe(3.0, &p);
-    }
-    // Now three values at z 3 give 7.5 < 12: quiet.
+    let mut d = warmed(&p);
+    assert!(!at(&mut d, 5.0, &p).sustained);
+    assert!(!at(&mut d, 0.0, &p).sustained);
+    // 5σ, 0, 5σ: two of the last three were outliers.
+    assert!(at(&mut d, 5.0, &p).sustained);
+    assert!(d.shifted());
+    // The shift's mean z is 5: values from 2.5σ up are on its side, whether outliers or not.
+    assert!(at(&mut d, 5.0, &p).sustained);
+    let o = at(&mut d, 3.0, &p);
+    assert!(o.sustained && !o.point);
+    // Mean z is now (5 + 5 + 3) / 3 = 4.33: 1σ is off the side; three in a row end the shift.
     for _ in 0..3 {
-        assert!(!d.observe(3.0 + 3.0 * SIGMA, &p).sustained);
+        assert!(!at(&mut d, 1.0, &p).sustained);
     }
+    assert!(!d.shifted());
+    let o = at(&mut d, 5.0, &p);
+    assert!(
+        o.point && !o.sustained,
+        "a new episode needs two outliers again"
+    );
+}
+
+#[test]
+fn a_slow_shift_below_the_point_threshold_is_found_by_the_cusum() {
+    let p = params();
+    let mut d = warmed(&p);
+    // z = 3 each time: the CUSUM grows by 3 - 0.5 = 2.5 a value: 2.5, 5, 7.5, 10, 12.5 > 12.
+    for i in 1..=4 {
+        let o = at(&mut d, 3.0, &p);
+        assert!(!o.point && !o.sustained, "value {i}");
+    }
+    assert!(at(&mut d, 3.0, &p).sustained);
+    assert!(at(&mut d, 3.0, &p).sustained);
+}
+
+#[test]
+fn a_shift_that_lasts_warmup_values_is_the_new_normal() {
+    let p = params();
+    let mut d = warmed(&p);
+    at(&mut d, 6.0, &p);
+    // Five values at 6σ marked (the second outlier starts the shift): warmup = 5 of them and
+    // the baseline is learnt again from them.
+    for i in 0..5 {
+        assert!(at(&mut d, 6.0, &p).sustained, "value {i}");
+    }
+    assert!(!d.shifted());
+    let (median, _) = d.baseline(&p).unwrap();
+    assert!((median - (3.0 + 6.0 * SIGMA)).abs() < 1e-9);
+    let o = at(&mut d, 6.0, &p);
+    assert!(!o.point && !o.sustained);
 }
 
 #[test]
 fn the_baseline_adapts_slowly_towards_normal_values() {
-    let p = RobustParams {
-        adapt: 0.1,
-        ..params()
-    };
-    let mut d = Robust::default();
-    for x in [1.0, 2.0, 3.0, 4.0, 5.0] {
-        d.observe(x, &p);
-    }
-    // z = 2: the median moves up by 0.1 sigma.
-    d.observe(3.0 + 2.0 * SIGMA, &p);
-    let (m, _) = d.baseline(&p).unwrap();
+    let mut p = params();
+    p.adapt = 0.1;
+    let mut d = warmed(&p);
+    // One value above the median moves it 0.1 sigma up.
+    at(&mut d, 1.0, &p);
+    let m = d.baseline(&p).unwrap().0;
     assert!((m - (3.0 + 0.1 * SIGMA)).abs() < 1e-9);
-    // A point (z > 4) teaches nothing.
-    d.observe(100.0, &p);
+    // An outlier teaches it nothing.
+    at(&mut d, 10.0, &p);
     assert!((d.baseline(&p).unwrap().0 - m).abs() < 1e-12);
 }
 
 #[test]
-fn error_rate_cusum_by_hand() {
+fn binomial_tails_by_hand() {
+    // P(X >= 3 | n = 5, p = 0.01) = 10·1e-6·0.99² + 5·1e-8·0.99 + 1e-10 = 9.8506e-6.
+    assert!((binomial_tail(5, 3, 0.01) - 9.8506e-6).abs() < 1e-10);
+    assert_eq!(binomial_tail(5, 0, 0.3), 1.0);
+    assert_eq!(binomial_tail(5, 6, 0.3), 0.0);
+    // P(X >= 1 | 2, 0.5) = 0.75.
+    assert!((binomial_tail(2, 1, 0.5) - 0.75).abs() < 1e-12);
+}
+
+#[test]
+fn an_error_burst_on_a_young_service_is_found_from_an_informed_prior() {
     let p = RateParams {
-        warmup: 10,
-        min_rate: 0.01,
-        h: 5.0,
-        adapt: 1e-12,
+        prior_rate: 0.01,
+        prior_weight: 50.0,
+        h: 11.5,
     };
     let mut r = Rate::default();
-    for _ in 0..10 {
-        assert_eq!(r.observe(false, &p), Outcome::default());
-    }
-    // No error in the warm-up: p0 is the floor 0.01; p1 = max(0.04, 0.11) = 0.11.
-    assert_eq!(r.baseline(), Some(0.01));
-    assert!((Rate::p1(0.01) - 0.11).abs() < 1e-12);
-    // Each error adds ln(0.11/0.01) = 2.398: 2.398, 4.796 (< 5), 7.19 (> 5).
-    assert!(!r.observe(true, &p).sustained);
-    assert!(!r.observe(true, &p).sustained);
-    assert!(r.observe(true, &p).sustained);
-    // Each success takes ln(0.89/0.99) = -0.1065: two errors (4.796) then 3 successes
-    // (4.477) and one error (6.875 > 5).
-    r.observe(true, &p);
-    r.observe(true, &p);
-    for _ in 0..3 {
+    // 60 clean requests: 20 wait in the window, 40 joined the baseline: p0 = 0.5 / 90.
+    for _ in 0..60 {
         assert!(!r.observe(false, &p).sustained);
     }
+    assert!((r.baseline(&p) - 0.5 / 90.0).abs() < 1e-12);
+    // Then error, ok, error, ok, error. At the third error the last 5 hold 3 errors:
+    // P(X >= 3 | 5, 0.005556) = 10·p³·(1-p)² + 5·p⁴·(1-p) + p⁵ = 1.7005e-6, times 3 windows
+    // = 5.1e-6 < e^-11.5 = 1.013e-5: a burst. After two errors (P(X >= 2 | 5) × 3 = 1.5e-3)
+    // it was not.
+    assert!(!r.observe(true, &p).sustained);
+    assert!(!r.observe(false, &p).sustained);
+    assert!(!r.observe(true, &p).sustained);
+    assert!(!r.observe(false, &p).sustained);
     assert!(r.observe(true, &p).sustained);
+    assert!(r.bursting());
+    // A success during a burst is not marked; another failure is.
+    assert!(!r.observe(false, &p).sustained);
+    assert!(r.observe(true, &p).sustained);
+    // The CUSUM (p1 = p0 + 0.1) stands at 4 × ln(0.10556 / 0.00556) − 3 × 0.106 = 11.45
+    // nats; each clean request takes 0.106 off, so after about 54 of them it is below h / 2
+    // and the windows are clean: the burst is over, and one error alone is no burst.
+    for _ in 0..50 {
+        r.observe(false, &p);
+    }
+    assert!(r.bursting());
+    for _ in 0..10 {
+        r.observe(false, &p);
+    }
+    assert!(!r.bursting());
+    assert!(!r.observe(true, &p).sustained);
+    // The burst's requests did not teach the baseline: only clean ones joined it.
+    assert!(r.baseline(&p) < 0.01);
+}
+
+#[test]
+fn one_error_among_few_requests_is_no_burst() {
+    let p = RateParams {
+        prior_rate: 0.01,
+        prior_weight: 50.0,
+        h: 11.5,
+    };
+    let mut r = Rate::default();
+    // A fresh service whose first request fails, and whose second does too: P(X >= 2 | 2,
+    // 0.01) × 3 = 3e-4, far from 1e-5.
+    assert!(!r.observe(true, &p).sustained);
+    assert!(!r.observe(true, &p).sustained);
 }
 
 fn attr_bool(s: &Span, k: &str) -> Option<bool> {

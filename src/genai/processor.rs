@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::aliases::{Status, canonical_provider};
 use super::metrics as m;
-use super::prices::{CostOutcome, PriceEntry, PriceTable, SuppliedCost, Unpriced};
+use super::prices::{CostOutcome, CostSource, PriceEntry, PriceTable, SuppliedCost, Unpriced};
 use super::view::{GenAiView, Stage, view};
 use crate::attributes::{kv, kv_f64, kv_i64, kv_str};
 use crate::config::{Problems, Validate};
@@ -97,6 +97,9 @@ pub mod issue {
     pub const DEPRECATED_ATTRIBUTE: &str = "deprecated_attribute";
     pub const LLM_WITHOUT_MODEL: &str = "llm_without_model";
     pub const CONTRADICTORY_TOKENS: &str = "contradictory_token_counts";
+    /// A streamed call whose span lost events (the SDK keeps the last 128): its first chunk's
+    /// event may be gone, so its time to first token is unknown.
+    pub const STREAM_EVENTS_DROPPED: &str = "stream_events_dropped";
 }
 
 pub struct GenAiProcessor {
@@ -223,12 +226,15 @@ impl GenAiProcessor {
             CostOutcome::Priced(c) => {
                 if !has(a::COST_USD) {
                     add.push(kv_f64(a::COST_USD, c.total_usd));
-                    add.push(kv_f64(a::COST_INPUT_USD, c.input_usd));
-                    add.push(kv_f64(a::COST_OUTPUT_USD, c.output_usd));
-                    add.push(kv_f64(a::COST_CACHE_READ_USD, c.cache_read_usd));
-                    add.push(kv_f64(a::COST_CACHE_WRITE_USD, c.cache_write_usd));
-                    if c.request_usd > 0.0 {
-                        add.push(kv_f64(a::COST_REQUEST_USD, c.request_usd));
+                    // A supplied cost comes as a total only: parts of 0 would not add up to it.
+                    if c.source == CostSource::Computed {
+                        add.push(kv_f64(a::COST_INPUT_USD, c.input_usd));
+                        add.push(kv_f64(a::COST_OUTPUT_USD, c.output_usd));
+                        add.push(kv_f64(a::COST_CACHE_READ_USD, c.cache_read_usd));
+                        add.push(kv_f64(a::COST_CACHE_WRITE_USD, c.cache_write_usd));
+                        if c.request_usd > 0.0 {
+                            add.push(kv_f64(a::COST_REQUEST_USD, c.request_usd));
+                        }
                     }
                     add.push(kv_str(a::COST_SOURCE, c.source.as_str()));
                     if let Some(id) = c.price_id {
@@ -244,11 +250,15 @@ impl GenAiProcessor {
             }
             CostOutcome::Unpriced(why) => {
                 // A call without usage costs nothing we could know; one whose model has no price
-                // is flagged, never guessed.
-                if matches!(
-                    why,
-                    Unpriced::UnknownModel | Unpriced::MissingRate | Unpriced::NoModel
-                ) {
+                // is flagged, never guessed. A failed call that reports no usage was not billed
+                // for tokens: it is not an unpriced call either, whatever it names.
+                let failed_without_usage = v.error && !v.tokens.any();
+                if !failed_without_usage
+                    && matches!(
+                        why,
+                        Unpriced::UnknownModel | Unpriced::MissingRate | Unpriced::NoModel
+                    )
+                {
                     if !has(a::COST_UNPRICED) {
                         add.push(kv(a::COST_UNPRICED, Value::BoolValue(true)));
                     }
@@ -424,11 +434,17 @@ fn canonical(v: &GenAiView<'_>, has: &dyn Fn(&str) -> bool, add: &mut Vec<KeyVal
 pub fn lint(v: &GenAiView<'_>, stage: Stage) -> Vec<&'static str> {
     let mut issues = Vec::new();
     if stage == Stage::Llm {
-        if v.streaming == Some(true) && v.tokens.input.is_none() && v.tokens.output.is_none() {
+        // A failed stream ended before its usage or first token: nothing is missing.
+        let stream = v.streaming == Some(true) && !v.error;
+        if stream && v.tokens.input.is_none() && v.tokens.output.is_none() {
             issues.push(issue::STREAMING_WITHOUT_USAGE);
         }
-        if v.streaming == Some(true) && v.time_to_first_token.is_none() {
-            issues.push(issue::STREAMING_WITHOUT_TTFT);
+        if stream && v.time_to_first_token.is_none() {
+            issues.push(if v.events_dropped {
+                issue::STREAM_EVENTS_DROPPED
+            } else {
+                issue::STREAMING_WITHOUT_TTFT
+            });
         }
         if v.model().is_none() {
             issues.push(issue::LLM_WITHOUT_MODEL);

@@ -178,8 +178,12 @@ pub struct GenAiView<'a> {
     /// Whether the response was streamed, where known.
     pub streaming: Option<bool>,
     /// Time to first token: from an attribute, else derived from a first-token timestamp or
-    /// event; `None` when unknown.
+    /// event; `None` when unknown, and always `None` on a call known not to stream (OpenLIT
+    /// writes the whole call's duration there on non-streaming calls).
     pub time_to_first_token: Option<Duration>,
+    /// The span lost events (`droppedEventsCount` > 0): the first chunk's event may be gone, so
+    /// no time to first token is derived from events (the SDK keeps only the last 128).
+    pub events_dropped: bool,
     /// Finish reasons.
     pub finish_reasons: Vec<&'a str>,
     /// The span's status is ERROR (the reliable signal; `error.type` is not).
@@ -454,12 +458,19 @@ impl<'a> Builder<'a> {
 
     fn finish(self, span: &'a Span) -> GenAiView<'a> {
         let provider = self.provider.value;
+        // OpenInference's failed calls name their model only inside the invocation parameters.
+        let params_model = || {
+            self.invocation_parameters
+                .and_then(invocation_parameters)
+                .and_then(|p| p.model)
+        };
         let request_model = self
             .request_model
             .value
             .or(self.model.value)
             .or(self.embedding_model.value)
-            .or(self.reranker_model.value);
+            .or(self.reranker_model.value)
+            .or_else(params_model);
         let response_model = self
             .response_model
             .value
@@ -468,12 +479,19 @@ impl<'a> Builder<'a> {
             .or(self.reranker_model.value);
         let tokens = self.tokens(provider, response_model.or(request_model));
         let stage = self.stage(&tokens, request_model.or(response_model).is_some());
+        let params = self.invocation_parameters.and_then(invocation_parameters);
         let streaming = self.streaming.value.or_else(|| {
-            self.invocation_parameters
-                .and_then(stream_parameter)
+            params
+                .as_ref()
+                .and_then(|p| p.stream)
                 .or(self.first_token_ns.map(|_| true))
         });
-        let time_to_first_token = self.time_to_first_token(span.start_time_unix_nano);
+        let events_dropped = span.dropped_events_count > 0;
+        let time_to_first_token = if streaming == Some(false) {
+            None
+        } else {
+            self.time_to_first_token(span.start_time_unix_nano, events_dropped)
+        };
         let supplied_cost_usd = self
             .supplied_cost
             .value
@@ -514,6 +532,7 @@ impl<'a> Builder<'a> {
             tokens,
             streaming,
             time_to_first_token,
+            events_dropped,
             finish_reasons,
             error,
             documents,
@@ -604,8 +623,9 @@ impl<'a> Builder<'a> {
     }
 
     /// Time to first token: an attribute (seconds), else Langfuse's completion start time, else
-    /// the earliest first-token event; each minus the span's start.
-    fn time_to_first_token(&self, start_ns: u64) -> Option<Duration> {
+    /// the earliest first-token event when the span lost none of its events; each minus the
+    /// span's start.
+    fn time_to_first_token(&self, start_ns: u64, events_dropped: bool) -> Option<Duration> {
         let from_attribute = self.ttft_seconds.value;
         if let Some(ttft) = from_attribute.and_then(|s| Duration::try_from_secs_f64(s).ok()) {
             return Some(ttft);
@@ -613,7 +633,7 @@ impl<'a> Builder<'a> {
         let first = self
             .completion_start
             .and_then(parse_rfc3339_nanos)
-            .or(self.first_token_ns)?;
+            .or(self.first_token_ns.filter(|_| !events_dropped))?;
         first.checked_sub(start_ns).map(Duration::from_nanos)
     }
 }
@@ -717,13 +737,88 @@ fn json_documents(json: &str) -> Option<Vec<Document<'_>>> {
     )
 }
 
-/// OpenInference `llm.invocation_parameters`: only `"stream"` is read.
-fn stream_parameter(json: &str) -> Option<bool> {
-    #[derive(Deserialize)]
-    struct Params {
-        stream: Option<bool>,
+/// What is read of OpenInference's `llm.invocation_parameters`; values of another type are
+/// ignored (a model name with a JSON escape in it is not borrowable and is left out too).
+#[derive(Deserialize)]
+struct Params<'a> {
+    #[serde(default, borrow, deserialize_with = "lenient_str")]
+    model: Option<&'a str>,
+    #[serde(default, deserialize_with = "lenient_bool")]
+    stream: Option<bool>,
+}
+
+/// OpenInference `llm.invocation_parameters`: `"stream"` and `"model"`.
+fn invocation_parameters(json: &str) -> Option<Params<'_>> {
+    let p: Params<'_> = serde_json::from_str(json).ok()?;
+    Some(Params {
+        model: p.model.filter(|m| !m.is_empty()),
+        ..p
+    })
+}
+
+fn lenient_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(match d.deserialize_any(ScalarVisitor)? {
+        Scalar::Bool(b) => Some(b),
+        _ => None,
+    })
+}
+
+fn lenient_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de str>, D::Error> {
+    Ok(match d.deserialize_any(ScalarVisitor)? {
+        Scalar::Str(s) => Some(s),
+        _ => None,
+    })
+}
+
+/// A JSON value seen only as far as a lenient field needs it; anything else is skipped whole.
+enum Scalar<'de> {
+    Str(&'de str),
+    Bool(bool),
+    Other,
+}
+
+struct ScalarVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
     }
-    serde_json::from_str::<Params>(json).ok()?.stream
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(v))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Scalar::Other)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Scalar::Bool(v))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Scalar::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Scalar::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Scalar::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Other)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Other)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(Scalar::Other)
+    }
 }
 
 /// Parses a flat JSON object of numbers (`null` and non-numbers are skipped).
@@ -970,11 +1065,14 @@ mod tests {
         assert_eq!(docs[1].id.as_deref(), Some("a\"b"));
         assert_eq!(docs[1].score, None);
         assert_eq!(json_documents("not json"), None);
-        assert_eq!(
-            stream_parameter(r#"{"model": "m", "stream": true}"#),
-            Some(true)
-        );
-        assert_eq!(stream_parameter(r#"{"model": "m"}"#), None);
+        let p = invocation_parameters(r#"{"model": "m", "stream": true}"#).unwrap();
+        assert_eq!((p.stream, p.model), (Some(true), Some("m")));
+        let p = invocation_parameters(r#"{"model": "gpt-4o-mini", "temperature": 0}"#).unwrap();
+        assert_eq!((p.stream, p.model), (None, Some("gpt-4o-mini")));
+        let p = invocation_parameters(r#"{"model": 7, "stream": "yes", "x": [{"a": 1}]}"#).unwrap();
+        assert_eq!((p.stream, p.model), (None, None));
+        let p = invocation_parameters(r#"{"model": {"n": [1]}, "stream": false}"#).unwrap();
+        assert_eq!((p.stream, p.model), (Some(false), None));
         assert_eq!(
             langfuse_total_cost(r#"{"input": 0.25, "output": 0.5}"#),
             Some(0.75)

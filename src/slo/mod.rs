@@ -89,7 +89,8 @@ fn default_period() -> Duration {
     Duration::from_secs(30 * 86_400)
 }
 
-/// Alert when both windows burn faster than `burn_rate`.
+/// Alert when both windows burn faster than `burn_rate` and each holds at least `min_events`
+/// events.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BurnRule {
@@ -99,6 +100,15 @@ pub struct BurnRule {
     #[serde(with = "duration")]
     pub short: Duration,
     pub burn_rate: f64,
+    /// The fewest events each window must hold before the rule may fire: a burn rate over a
+    /// handful of requests is noise (one slow cold-start request on a quiet service burns at
+    /// 20x). Default 10: one bad request in a window cannot fire a rule, 15 bad in 30 can.
+    #[serde(default = "default_min_events")]
+    pub min_events: u64,
+}
+
+fn default_min_events() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,12 +188,14 @@ pub fn default_rules() -> Vec<BurnRule> {
             long: Duration::from_secs(3600),
             short: Duration::from_secs(300),
             burn_rate: 14.4,
+            min_events: default_min_events(),
         },
         BurnRule {
             severity: RuleSeverity::Warning,
             long: Duration::from_secs(6 * 3600),
             short: Duration::from_secs(1800),
             burn_rate: 6.0,
+            min_events: default_min_events(),
         },
     ]
 }
@@ -606,14 +618,14 @@ impl SloProcessor {
             .retain(|k, st| now.saturating_duration_since(st.last_seen) <= slos[k.slo].period);
         for (k, st) in &mut self.keys {
             let slo = &self.config.slos[k.slo];
-            let mut burns: HashMap<Duration, f64> = HashMap::new();
+            let mut burns: HashMap<Duration, (f64, f64)> = HashMap::new();
             for (w, label) in &self.windows {
                 let c = st.fine.window(now, *w);
                 let labels = [slo.name.as_str(), &k.service, &k.scope, label];
                 if let (Some(r), Some(b)) = (c.ratio(), c.burn_rate(slo.objective)) {
                     self.derived.set(m::SLO_SLI_RATIO, &labels, r, now);
                     self.derived.set(m::SLO_BURN_RATE, &labels, b, now);
-                    burns.insert(*w, b);
+                    burns.insert(*w, (b, c.total));
                 }
             }
             let p: Counts = st.period.window(now, slo.period);
@@ -634,15 +646,15 @@ impl SloProcessor {
                     // Exceeds, not equals: 1 - 0.9 is not exactly 0.1 in binary, so compare
                     // with a relative margin far below any meaningful difference.
                     let above = |w: &Duration| {
-                        burns
-                            .get(w)
-                            .is_some_and(|b| *b > r.burn_rate * (1.0 + 1e-9))
+                        burns.get(w).is_some_and(|(b, events)| {
+                            *b > r.burn_rate * (1.0 + 1e-9) && *events >= r.min_events as f64
+                        })
                     };
                     above(&r.long) && above(&r.short)
                 })
                 .max_by_key(|r| Severity::from(r.severity));
             if let Some(r) = fired {
-                let (bl, bs) = (burns[&r.long], burns[&r.short]);
+                let ((bl, nl), (bs, ns)) = (burns[&r.long], burns[&r.short]);
                 let sli = st.fine.window(now, r.long).ratio().unwrap_or(0.0);
                 let mut labels = std::collections::BTreeMap::new();
                 labels.insert("slo", slo.name.clone());
@@ -668,8 +680,8 @@ impl SloProcessor {
                         slo.name, k.service, bl
                     ),
                     description: format!(
-                        "burn rate {bl:.2} over {} and {bs:.2} over {} (threshold {}); SLI over {} \
-                         {sli:.4} against objective {}",
+                        "burn rate {bl:.2} over {} ({nl:.0} events) and {bs:.2} over {} ({ns:.0} \
+                         events) (threshold {}); SLI over {} {sli:.4} against objective {}",
                         duration::format(r.long),
                         duration::format(r.short),
                         r.burn_rate,
@@ -732,7 +744,9 @@ impl SloProcessor {
                     b.config.limit_usd,
                     projected,
                     remaining,
-                    duration::format(b.config.projection_window)
+                    // The span really projected from: the window, or what of it has passed
+                    // since ragwatch started (or since the period began).
+                    duration::format(Duration::from_secs(seen.round() as u64))
                 ),
                 trace_id: None,
                 at,

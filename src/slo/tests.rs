@@ -146,6 +146,7 @@ fn latency_config() -> SloProcessorConfig {
             long: Duration::from_secs(60),
             short: Duration::from_secs(10),
             burn_rate: 5.0,
+            min_events: 1,
         }],
         resolution: Duration::from_secs(1),
         ..Default::default()
@@ -298,6 +299,7 @@ fn availability_quality_cost_and_ttft_count_their_own_events() {
             long: Duration::from_secs(60),
             short: Duration::from_secs(10),
             burn_rate: 100.0,
+            min_events: 1,
         }],
         resolution: Duration::from_secs(1),
         ..Default::default()
@@ -430,6 +432,12 @@ fn a_budget_projects_the_recent_rate_to_the_end_of_its_period() {
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].name, "budget_projection");
     assert_eq!(f[0].severity, Severity::Warning);
+    // It projected from the 5 s seen, not the 10 s window it has not had yet.
+    assert!(
+        f[0].description.ends_with("at the rate of the last 5s"),
+        "{}",
+        f[0].description
+    );
 
     // Six more dollars by 10 s: spent 11 >= 10, critical.
     for s in 5..11u32 {
@@ -484,4 +492,77 @@ fn config_problems_are_listed_with_their_paths() {
     ] {
         assert!(text.contains(path), "{path} missing from:\n{text}");
     }
+}
+
+#[test]
+fn one_slow_request_on_a_quiet_service_does_not_page_but_fifteen_bad_in_thirty_do() {
+    // The default rules: critical when 1h and 5m both burn > 14.4, each with >= 10 events.
+    let config = SloProcessorConfig {
+        burn_rules: default_rules(),
+        ..latency_config()
+    };
+    let t0 = Instant::now();
+    let derived = store();
+    let findings = Arc::new(Findings::default());
+    let mut p = SloProcessor::with_clock(
+        config,
+        derived.clone(),
+        findings.clone(),
+        (t0, SystemTime::now()),
+    );
+    // A cold start: the service's first and only request takes 3 s (threshold 1 s). Both
+    // windows hold 1 event, all bad: burn 1 / 0.1 = 10 — and with objective 0.95 it would be 20.
+    feed(
+        &mut p,
+        trace(1, "quiet", 3.0, false, vec![], vec![]),
+        secs(t0, 1.0),
+    );
+    p.evaluate(secs(t0, 2.0));
+    let burn = derived
+        .sample(
+            "rag_slo_burn_rate",
+            &[("slo", "fast"), ("service", "quiet"), ("window", "5m")],
+        )
+        .unwrap();
+    assert!((burn - 10.0).abs() < 1e-9);
+    assert_eq!(findings.published(), 0, "one request cannot page");
+    // A real fault does page. With objective 0.9 no burn can exceed 10, below the page's
+    // 14.4, so take 0.99: a slow first request (burn 100 over 1 event: no page), then 30
+    // requests over 30 s, every other one slow: 16 bad of 31 in both windows, burn
+    // (16/31)/0.01 = 51.6 > 14.4 with 31 events >= 10: a page.
+    let strict = SloProcessorConfig {
+        slos: vec![SloConfig {
+            objective: 0.99,
+            ..latency_config().slos[0].clone()
+        }],
+        burn_rules: default_rules(),
+        ..latency_config()
+    };
+    let findings = Arc::new(Findings::default());
+    let mut p =
+        SloProcessor::with_clock(strict, store(), findings.clone(), (t0, SystemTime::now()));
+    feed(
+        &mut p,
+        trace(1, "api", 3.0, false, vec![], vec![]),
+        secs(t0, 0.0),
+    );
+    p.evaluate(secs(t0, 0.5));
+    assert_eq!(findings.published(), 0, "burn 100 over one event: no page");
+    for s in 1..=30u32 {
+        let d = if s % 2 == 0 { 3.0 } else { 0.5 };
+        feed(
+            &mut p,
+            trace(2, "api", d, false, vec![], vec![]),
+            secs(t0, s as f64),
+        );
+    }
+    p.evaluate(secs(t0, 30.5));
+    let f = findings.recent();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].severity, Severity::Critical);
+    assert!(
+        f[0].description.contains("(31 events)"),
+        "{}",
+        f[0].description
+    );
 }

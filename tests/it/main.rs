@@ -11,6 +11,7 @@ mod cli;
 mod delivery;
 mod disk_queue;
 mod example_service;
+mod false_alarms;
 mod genai;
 mod interop_alertmanager;
 mod interop_prometheus;

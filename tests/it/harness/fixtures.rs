@@ -9,16 +9,26 @@ use prost::Message;
 use ragwatch::signal::Batch;
 
 pub fn dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/otlp"))
+}
+
+/// The agent captures (agent frameworks, tools, MCP).
+pub fn agents_dir() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/otlp"
+        "/tests/fixtures/agents"
     ))
 }
 
 /// Every fixture file, sorted.
 pub fn files() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir())
-        .expect("tests/fixtures/otlp is in the repository")
+    files_in(&dir())
+}
+
+/// Every `.jsonl` file of a fixture folder, sorted.
+pub fn files_in(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("tests/fixtures is in the repository")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
         .collect();
