@@ -142,6 +142,8 @@ pub mod derived {
     /// budgets: spend so far and projected at the end of the period.
     pub const SLO_SLI_RATIO: (&str, &str) = ("rag.slo.sli_ratio", "rag_slo_sli_ratio");
     pub const SLO_BURN_RATE: (&str, &str) = ("rag.slo.burn_rate", "rag_slo_burn_rate");
+    /// Events an SLO counted in each window (a burn rule needs `min_events` in both).
+    pub const SLO_EVENTS: (&str, &str) = ("rag.slo.events", "rag_slo_events");
     pub const SLO_ERROR_BUDGET_REMAINING: (&str, &str) = (
         "rag.slo.error_budget_remaining",
         "rag_slo_error_budget_remaining",

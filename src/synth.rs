@@ -22,6 +22,8 @@ pub enum Fault {
     SlowRetrieval(f64),
     /// The first token comes this many times later.
     SlowFirstToken(f64),
+    /// The whole model call (first token and generation) takes this many times longer.
+    SlowLlm(f64),
     /// Answers are this many times longer (output tokens and generation time).
     OutputTokens(f64),
     /// This share of model calls fail.
@@ -229,11 +231,16 @@ pub fn rag_trace(
             rng,
             p.ttft_ms
                 * match fault {
-                    Some(Fault::SlowFirstToken(f)) => f,
+                    Some(Fault::SlowFirstToken(f) | Fault::SlowLlm(f)) => f,
                     _ => 1.0,
                 },
             p.sigma,
         );
+        let per_token = p.per_token_ms
+            * match fault {
+                Some(Fault::SlowLlm(f)) => f,
+                _ => 1.0,
+            };
         let out = jitter(
             rng,
             p.output_tokens
@@ -263,7 +270,7 @@ pub fn rag_trace(
         let d = if error {
             ttft
         } else {
-            ttft + (out - 1.0) * jitter(rng, p.per_token_ms, p.sigma / 2.0)
+            ttft + (out - 1.0) * jitter(rng, per_token, p.sigma / 2.0)
         };
         let mut s = child(
             &mut ids,
@@ -279,7 +286,9 @@ pub fn rag_trace(
             kv_i64("gen_ai.usage.input_tokens", input as u64),
         ];
         if error {
-            s.attributes.push(kv_str("error.type", "500"));
+            // The codes the captures' failed calls carry.
+            let code = ["429", "500", "503"][rng.random_range(0..3)];
+            s.attributes.push(kv_str("error.type", code));
             s.status = Some(Status {
                 code: StatusCode::Error as i32,
                 message: "upstream error".into(),

@@ -16,9 +16,9 @@
 //!
 //! [`Rate`] (errors): a baseline error rate from an informed prior (Beta with mean `prior_rate`
 //! worth `prior_weight` requests) updated by every request seen outside an error burst, so it
-//! judges from the first request without a warm-up; a burst is the last 5, 10 or 20 requests
+//! judges from the first request without a warm-up; a burst is the last 10 or 20 requests
 //! holding at least two errors that the baseline makes improbable (binomial tail below
-//! e^-`h`, Bonferroni-corrected over the three windows), or a moderate rise over a longer
+//! e^-`h`, Bonferroni-corrected over the two windows), or a moderate rise over a longer
 //! stretch that a Bernoulli CUSUM (the rate going from p0 to max(4·p0, p0 + 0.1)) finds past
 //! `h` nats. While a burst holds, each failed request is marked.
 
@@ -244,8 +244,10 @@ pub struct RateParams {
     pub h: f64,
 }
 
-/// The windows a burst is looked for in (the last 5, 10 and 20 requests).
-const WINDOWS: [usize; 3] = [5, 10, 20];
+/// The windows a burst is looked for in: the last 10 and 20 requests. Not fewer: the shards of
+/// a pipeline hand traces on in an order that may differ from their clients' by a few
+/// requests, so "3 in the last 5" would depend on that order where "3 in the last 10" does not.
+const WINDOWS: [usize; 2] = [10, 20];
 /// Past this many requests the baseline's counts are halved, so it follows slow change.
 const MEMORY: f64 = 2000.0;
 

@@ -162,7 +162,7 @@ pub struct AnomalyConfig {
     #[serde(default = "d_adapt")]
     pub adapt: f64,
     /// Error rate: the evidence an error burst needs, in nats (the burst's binomial tail
-    /// probability under the baseline rate is below e^-threshold; 11.5: 1 in 100,000).
+    /// probability under the baseline rate is below e^-threshold; 10: 1 in 22,000).
     #[serde(default = "d_error_h")]
     pub error_threshold: f64,
     /// Error rate: the prior's mean, the rate assumed of a service before its requests say
@@ -207,7 +207,7 @@ fn d_adapt() -> f64 {
     0.02
 }
 fn d_error_h() -> f64 {
-    11.5
+    10.0
 }
 fn d_min_rate() -> f64 {
     0.01

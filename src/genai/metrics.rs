@@ -65,6 +65,7 @@ pub const SLO_ERROR_BUDGET_REMAINING: usize = 21;
 pub const BUDGET_SPEND: usize = 22;
 pub const BUDGET_PROJECTED_SPEND: usize = 23;
 pub const ANOMALIES: usize = 24;
+pub const SLO_EVENTS: usize = 25;
 
 const SLO_LABELS: &[&str] = &["slo", "service", "scope", "window"];
 
@@ -290,5 +291,13 @@ pub static DEFS: &[MetricDef] = &[
         unit: "{anomaly}",
         kind: Kind::Counter,
         labels: &["signal", "service"],
+    },
+    MetricDef {
+        otel_name: n::SLO_EVENTS.0,
+        prom_name: n::SLO_EVENTS.1,
+        help: "Events an SLO counted over a window (a burn rule fires only with min_events in both its windows)",
+        unit: "{event}",
+        kind: Kind::Gauge,
+        labels: SLO_LABELS,
     },
 ];

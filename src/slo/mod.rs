@@ -625,6 +625,7 @@ impl SloProcessor {
                 if let (Some(r), Some(b)) = (c.ratio(), c.burn_rate(slo.objective)) {
                     self.derived.set(m::SLO_SLI_RATIO, &labels, r, now);
                     self.derived.set(m::SLO_BURN_RATE, &labels, b, now);
+                    self.derived.set(m::SLO_EVENTS, &labels, c.total, now);
                     burns.insert(*w, (b, c.total));
                 }
             }

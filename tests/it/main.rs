@@ -28,3 +28,4 @@ mod shutdown;
 mod slo_anomaly;
 mod tls;
 mod trace_assembly;
+mod verdicts;

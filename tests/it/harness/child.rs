@@ -66,6 +66,26 @@ impl Ragwatch {
         }
     }
 
+    /// The addresses of several components, whatever order they start in; None for one that
+    /// never said it listens.
+    pub fn addresses(&self, components: &[&str]) -> Vec<Option<String>> {
+        let mut found: std::collections::HashMap<String, String> = Default::default();
+        while components.iter().any(|c| !found.contains_key(*c)) {
+            match self.listening.recv_timeout(Duration::from_secs(30)) {
+                Ok((c, a)) => {
+                    found.insert(c, a);
+                }
+                Err(_) => break,
+            }
+        }
+        components.iter().map(|c| found.get(*c).cloned()).collect()
+    }
+
+    /// The log lines so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
