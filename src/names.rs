@@ -142,6 +142,14 @@ pub mod derived {
     /// budgets: spend so far and projected at the end of the period.
     pub const SLO_SLI_RATIO: (&str, &str) = ("rag.slo.sli_ratio", "rag_slo_sli_ratio");
     pub const SLO_BURN_RATE: (&str, &str) = ("rag.slo.burn_rate", "rag_slo_burn_rate");
+    /// Agents and tools (`trace_assembly`): tool calls by status and their durations; agent
+    /// runs by outcome, their cost and model calls per run (each model call counted once, under
+    /// the agent that made it).
+    pub const TOOL_CALLS: (&str, &str) = ("rag.tool.calls", "rag_tool_calls");
+    pub const TOOL_DURATION: (&str, &str) = ("rag.tool.duration", "rag_tool_duration_seconds");
+    pub const AGENT_RUNS: (&str, &str) = ("rag.agent.runs", "rag_agent_runs");
+    pub const AGENT_COST: (&str, &str) = ("rag.agent.cost", "rag_agent_cost_usd");
+    pub const AGENT_LLM_CALLS: (&str, &str) = ("rag.agent.llm_calls", "rag_agent_llm_calls");
     /// Events an SLO counted in each window (a burn rule needs `min_events` in both).
     pub const SLO_EVENTS: (&str, &str) = ("rag.slo.events", "rag_slo_events");
     pub const SLO_ERROR_BUDGET_REMAINING: (&str, &str) = (
@@ -192,6 +200,10 @@ pub mod attrs {
     pub const GEN_AI_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
     pub const GEN_AI_PROVIDER_NAME: &str = "gen_ai.provider.name";
     pub const GEN_AI_REQUEST_MODEL: &str = "gen_ai.request.model";
+    pub const GEN_AI_AGENT_NAME: &str = "gen_ai.agent.name";
+    pub const GEN_AI_TOOL_NAME: &str = "gen_ai.tool.name";
+    pub const GEN_AI_TOOL_CALL_ID: &str = "gen_ai.tool.call.id";
+    pub const GEN_AI_TOOL_CALL_ARGUMENTS: &str = "gen_ai.tool.call.arguments";
 
     /// Whole-trace analysis (`trace_assembly`): false on the topmost spans of a trace whose root
     /// never came, true on the root of a complete trace.
@@ -218,6 +230,17 @@ pub mod attrs {
     pub const TRACE_BOTTLENECK_SPAN_ID: &str = "rag.trace.bottleneck.span_id";
     pub const TRACE_BOTTLENECK_SPAN_NAME: &str = "rag.trace.bottleneck.span_name";
     pub const TRACE_BOTTLENECK_SHARE: &str = "rag.trace.bottleneck.share";
+    /// On each agent run's span (`trace_assembly`): the cost, tokens and model calls of every
+    /// model call beneath it (each counted once, whatever the nesting of agents), its tool calls
+    /// and failed tool calls, and its outcome: `ok`, `error`, or `limit_reached` when the
+    /// framework stopped it at its iteration or usage limit.
+    pub const AGENT_COST_USD: &str = "rag.agent.cost.usd";
+    pub const AGENT_TOKENS_INPUT: &str = "rag.agent.tokens.input";
+    pub const AGENT_TOKENS_OUTPUT: &str = "rag.agent.tokens.output";
+    pub const AGENT_LLM_CALLS: &str = "rag.agent.llm_calls";
+    pub const AGENT_TOOL_CALLS: &str = "rag.agent.tool_calls";
+    pub const AGENT_TOOL_ERRORS: &str = "rag.agent.tool_errors";
+    pub const AGENT_OUTCOME: &str = "rag.agent.outcome";
     /// On a non-GenAI span with children that owns at least `uninstrumented_gap_share` of the
     /// trace on the critical path outside any child (code nobody traced): that time, ms. An
     /// instrumentation issue (`uninstrumented_gap` in rag_instrumentation_issues_total), not a

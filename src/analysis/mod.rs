@@ -1,5 +1,6 @@
 //! Whole-trace analysis: trace assembly and what is computed on an assembled trace.
 
+pub mod agents;
 pub mod assembly;
 pub mod path;
 pub mod patterns;
@@ -92,7 +93,15 @@ impl TraceAnalyzer for TraceSummary {
             return;
         }
         let (mut cost, mut tin, mut tout) = (0.0, 0i64, 0i64);
-        for s in t.spans.iter().filter(|s| is_model_call(s)) {
+        // A model call beneath another is the same call seen twice (framework and client both
+        // instrumented): only the outer one counts.
+        let calls = agents::Calls::of(&t.spans);
+        for (_, s) in t
+            .spans
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| is_model_call(s) && calls.model_call[*i])
+        {
             if let Some(Value::DoubleValue(c)) = attr(s, a::COST_USD) {
                 cost += c;
             }

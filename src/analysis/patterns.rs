@@ -35,6 +35,19 @@ pub struct PatternsConfig {
     /// uninstrumented_gap: a non-leaf span's own time on the critical path, as a share of the trace.
     #[serde(default = "d_gap")]
     pub uninstrumented_gap_share: f64,
+    /// agent_loop: the same tool with the same arguments this many times in one agent run.
+    #[serde(default = "d_loop")]
+    pub agent_loop_repeats: usize,
+    /// excessive_llm_calls: model calls in one agent run at or above this.
+    #[serde(default = "d_llm_calls")]
+    pub excessive_llm_calls: usize,
+}
+
+fn d_loop() -> usize {
+    3
+}
+fn d_llm_calls() -> usize {
+    10
 }
 
 fn d_seq() -> f64 {
@@ -61,6 +74,8 @@ impl Default for PatternsConfig {
             slow_first_token_share: d_ttft_share(),
             slow_first_token_min_ms: d_ttft_ms(),
             uninstrumented_gap_share: d_gap(),
+            agent_loop_repeats: d_loop(),
+            excessive_llm_calls: d_llm_calls(),
         }
     }
 }
@@ -75,6 +90,12 @@ impl Validate for PatternsConfig {
             if !(0.0..=1.0).contains(&v) {
                 problems.push(&format!("{path}.{k}"), "must be between 0 and 1");
             }
+        }
+        if self.agent_loop_repeats < 2 {
+            problems.push(&format!("{path}.agent_loop_repeats"), "must be at least 2");
+        }
+        if self.excessive_llm_calls < 2 {
+            problems.push(&format!("{path}.excessive_llm_calls"), "must be at least 2");
         }
         if self.repeated_retrieval_min < 2 {
             problems.push(
@@ -98,6 +119,9 @@ pub mod finding {
     pub const RETRY: &str = "retry";
     pub const SLOW_FIRST_TOKEN: &str = "slow_first_token";
     pub const CONTEXT_OVERFLOW_RISK: &str = "context_overflow_risk";
+    pub const AGENT_LOOP: &str = "agent_loop";
+    pub const TOOL_ERROR: &str = "tool_error";
+    pub const EXCESSIVE_LLM_CALLS: &str = "excessive_llm_calls";
 }
 
 /// The instrumentation issue (not a finding) of a non-GenAI span that spends a large share of

@@ -34,8 +34,16 @@ pub fn scenarios() -> Vec<(&'static str, Fault, Signal)> {
             Signal::StageLatency,
         ),
         ("model call x3", Fault::SlowLlm(3.0), Signal::StageLatency),
-        ("time to first token x2", Fault::SlowFirstToken(2.0), Signal::Ttft),
-        ("output tokens x2", Fault::OutputTokens(2.0), Signal::OutputTokens),
+        (
+            "time to first token x2",
+            Fault::SlowFirstToken(2.0),
+            Signal::Ttft,
+        ),
+        (
+            "output tokens x2",
+            Fault::OutputTokens(2.0),
+            Signal::OutputTokens,
+        ),
         ("prompt (cost) x4", Fault::CostSpike(4.0), Signal::Cost),
         ("quality drop", Fault::QualityDrop, Signal::Quality),
         ("error burst 20%", Fault::ErrorBurst(0.2), Signal::ErrorRate),

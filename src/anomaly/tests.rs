@@ -342,6 +342,10 @@ fn labelled_evaluation_small() {
                 );
             }
         }
-        assert_eq!(eval::false_verdicts(5, &profile, 3000).unwrap(), 0, "{pname}");
+        assert_eq!(
+            eval::false_verdicts(5, &profile, 3000).unwrap(),
+            0,
+            "{pname}"
+        );
     }
 }

@@ -77,13 +77,40 @@ pub enum Field {
     InvocationParameters,
     /// `telemetry.sdk.name` written onto the span (OpenLIT does this).
     SdkName,
+    /// The agent's name.
+    AgentName,
+    /// The tool's name.
+    ToolName,
+    /// The tool call's id.
+    ToolCallId,
+    /// The tool call's arguments (usually JSON).
+    ToolCallArguments,
+    /// The MCP method (`tools/call`, `tools/list`, `initialize`, ...).
+    McpMethod,
+    /// OpenInference's input (the arguments, on a TOOL span).
+    InputValue,
+    /// OpenInference's JSON metadata (LangGraph writes its graph node there).
+    Metadata,
+    /// OpenLLMetry's entity name (the tool's or task's name).
+    TraceloopEntityName,
+    /// OpenLLMetry's entity input (JSON; an MCP call's method, tool name and arguments).
+    TraceloopEntityInput,
 }
 
 impl Field {
     /// Whether seeing this field alone makes a span a GenAI span (session and user ids do not:
     /// plain web spans carry them too).
     pub fn marks_genai(self) -> bool {
-        !matches!(self, Field::Session | Field::User | Field::SdkName)
+        !matches!(
+            self,
+            Field::Session
+                | Field::User
+                | Field::SdkName
+                | Field::InputValue
+                | Field::Metadata
+                | Field::TraceloopEntityName
+                | Field::TraceloopEntityInput
+        )
     }
 }
 
@@ -201,7 +228,9 @@ spellings! {
     GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS_RAW = "gen_ai.usage.cache_read_input_tokens" => CacheReadTokens, Library;
     /// OpenInference: input tokens read from the prompt cache.
     LLM_TOKEN_COUNT_PROMPT_CACHE_READ = "llm.token_count.prompt_details.cache_read" => CacheReadTokens, Library;
-    /// OTel (current): input tokens written to the prompt cache.
+    /// OTel (newest): input tokens written to the prompt cache.
+    GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS = "gen_ai.usage.cache_write.input_tokens" => CacheWriteTokens, Current;
+    /// OTel (1.37): input tokens written to the prompt cache, under its earlier name.
     GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS = "gen_ai.usage.cache_creation.input_tokens" => CacheWriteTokens, Current;
     /// Anthropic's raw usage field name for cache writes.
     GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS_RAW = "gen_ai.usage.cache_creation_input_tokens" => CacheWriteTokens, Library;
@@ -281,6 +310,30 @@ spellings! {
     LLM_REQUEST_TYPE = "llm.request.type" => LlmRequestType, Extra;
     /// Langfuse: the observation type (`generation`, `embedding`, `retriever`, ...).
     LANGFUSE_OBSERVATION_TYPE = "langfuse.observation.type" => LangfuseType, Extra;
+
+    // --- agents, tools and MCP ---
+    /// OTel: the agent's name.
+    GEN_AI_AGENT_NAME = "gen_ai.agent.name" => AgentName, Current;
+    /// OTel: the tool's name.
+    GEN_AI_TOOL_NAME = "gen_ai.tool.name" => ToolName, Current;
+    /// OpenInference: the tool's name.
+    TOOL_NAME = "tool.name" => ToolName, Library;
+    /// OTel: the tool call's id.
+    GEN_AI_TOOL_CALL_ID = "gen_ai.tool.call.id" => ToolCallId, Current;
+    /// OpenInference: the tool call's id (on a TOOL span, where written).
+    TOOL_CALL_ID = "tool_call.id" => ToolCallId, Library;
+    /// OTel: the tool call's arguments.
+    GEN_AI_TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments" => ToolCallArguments, Current;
+    /// OTel: the MCP method of an MCP span.
+    MCP_METHOD_NAME = "mcp.method.name" => McpMethod, Current;
+    /// OpenInference: the span's input (a TOOL span's arguments).
+    INPUT_VALUE = "input.value" => InputValue, Extra;
+    /// OpenInference: JSON metadata (LangGraph's `langgraph_node` marks a graph node).
+    METADATA = "metadata" => Metadata, Extra;
+    /// OpenLLMetry: the entity's (tool's, task's) name.
+    TRACELOOP_ENTITY_NAME = "traceloop.entity.name" => TraceloopEntityName, Extra;
+    /// OpenLLMetry: the entity's input (JSON; an MCP call's method and arguments).
+    TRACELOOP_ENTITY_INPUT = "traceloop.entity.input" => TraceloopEntityInput, Extra;
 
     // --- other ---
     /// OpenInference: JSON invocation parameters (read for `"stream"`).
@@ -452,7 +505,8 @@ pub mod kinds {
         ("rerank", Rerank),
         ("execute_tool", Tool),
         ("invoke_agent", Agent),
-        ("create_agent", Agent),
+        // Building an agent is not a run of it.
+        ("create_agent", Other),
         ("invoke_workflow", Chain),
         ("execute_task", Chain),
         ("workflow", Chain),

@@ -66,6 +66,16 @@ pub const BUDGET_SPEND: usize = 22;
 pub const BUDGET_PROJECTED_SPEND: usize = 23;
 pub const ANOMALIES: usize = 24;
 pub const SLO_EVENTS: usize = 25;
+pub const TOOL_CALLS: usize = 26;
+pub const TOOL_DURATION: usize = 27;
+pub const AGENT_RUNS: usize = 28;
+pub const AGENT_COST: usize = 29;
+pub const AGENT_LLM_CALLS: usize = 30;
+
+/// Model calls per agent run.
+pub const CALL_COUNT_BUCKETS: &[f64] = &[
+    1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0,
+];
 
 const SLO_LABELS: &[&str] = &["slo", "service", "scope", "window"];
 
@@ -299,5 +309,49 @@ pub static DEFS: &[MetricDef] = &[
         unit: "{event}",
         kind: Kind::Gauge,
         labels: SLO_LABELS,
+    },
+    MetricDef {
+        otel_name: n::TOOL_CALLS.0,
+        prom_name: n::TOOL_CALLS.1,
+        help: "Tool calls, by tool and status (ok or error); an MCP server's span of a call counts with the client's",
+        unit: "{call}",
+        kind: Kind::Counter,
+        labels: &["service", "tool", "status"],
+    },
+    MetricDef {
+        otel_name: n::TOOL_DURATION.0,
+        prom_name: n::TOOL_DURATION.1,
+        help: "Duration of tool calls, by tool",
+        unit: "s",
+        kind: Kind::Histogram {
+            buckets: LATENCY_BUCKETS,
+        },
+        labels: &["service", "tool"],
+    },
+    MetricDef {
+        otel_name: n::AGENT_RUNS.0,
+        prom_name: n::AGENT_RUNS.1,
+        help: "Agent runs, by agent and outcome (ok, error, limit_reached)",
+        unit: "{run}",
+        kind: Kind::Counter,
+        labels: &["service", "agent", "outcome"],
+    },
+    MetricDef {
+        otel_name: n::AGENT_COST.0,
+        prom_name: n::AGENT_COST.1,
+        help: "Cost of the model calls agents made (each call under the agent that made it)",
+        unit: "USD",
+        kind: Kind::Counter,
+        labels: &["service", "agent"],
+    },
+    MetricDef {
+        otel_name: n::AGENT_LLM_CALLS.0,
+        prom_name: n::AGENT_LLM_CALLS.1,
+        help: "Model calls per agent run",
+        unit: "{call}",
+        kind: Kind::Histogram {
+            buckets: CALL_COUNT_BUCKETS,
+        },
+        labels: &["service", "agent"],
     },
 ];

@@ -428,6 +428,32 @@ fn canonical(v: &GenAiView<'_>, has: &dyn Fn(&str) -> bool, add: &mut Vec<KeyVal
     {
         add.push(kv_str(a::GEN_AI_REQUEST_MODEL, model));
     }
+    // Agents and tools: the canonical names where only a library's spelling (OpenInference's
+    // `tool.name` and `input.value`, OpenLLMetry's `traceloop.entity.*` and `<name>.tool` /
+    // `<name>.agent` span names) says them.
+    if v.stage == Some(Stage::Agent)
+        && let Some(name) = v.agent_name
+        && !has(a::GEN_AI_AGENT_NAME)
+    {
+        add.push(kv_str(a::GEN_AI_AGENT_NAME, name));
+    }
+    if v.stage == Some(Stage::Tool) {
+        if let Some(name) = v.tool_name
+            && !has(a::GEN_AI_TOOL_NAME)
+        {
+            add.push(kv_str(a::GEN_AI_TOOL_NAME, name));
+        }
+        if let Some(id) = v.tool_call_id
+            && !has(a::GEN_AI_TOOL_CALL_ID)
+        {
+            add.push(kv_str(a::GEN_AI_TOOL_CALL_ID, id));
+        }
+        if let Some(args) = &v.tool_arguments
+            && !has(a::GEN_AI_TOOL_CALL_ARGUMENTS)
+        {
+            add.push(kv_str(a::GEN_AI_TOOL_CALL_ARGUMENTS, args));
+        }
+    }
 }
 
 /// The instrumentation problems of one GenAI span.
@@ -466,6 +492,10 @@ pub fn lint(v: &GenAiView<'_>, stage: Stage) -> Vec<&'static str> {
 
 /// Attribute keys that carry prompt or completion content.
 const CONTENT_KEYS: &[&str] = &[
+    "gen_ai.tool.call.arguments",
+    "gen_ai.tool.call.result",
+    "traceloop.entity.input",
+    "traceloop.entity.output",
     "gen_ai.input.messages",
     "gen_ai.output.messages",
     "gen_ai.system_instructions",

@@ -1422,3 +1422,98 @@ fn a_supplied_cost_has_no_parts() {
         assert!(!has_attr(&span, part), "{part}");
     }
 }
+#[test]
+fn the_newest_cache_write_name_and_aggregate_usage_never_summed_again() {
+    let span = |attrs: Vec<KeyValue>| Span {
+        name: "s".into(),
+        attributes: attrs,
+        ..Default::default()
+    };
+    let int = |k: &str, v: i64| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Value::IntValue(v)),
+        }),
+        ..Default::default()
+    };
+    let text = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    // gen_ai.usage.cache_write.input_tokens (newest) is read beside cache_creation.
+    let s = span(vec![
+        text("gen_ai.operation.name", "chat"),
+        text("gen_ai.request.model", "claude-sonnet-4"),
+        int("gen_ai.usage.input_tokens", 1000),
+        int("gen_ai.usage.cache_write.input_tokens", 600),
+    ]);
+    assert_eq!(view(&s).tokens.cache_write, Some(600));
+    // pydantic-ai's agent span repeats its chat calls' usage under gen_ai.aggregated_usage.*:
+    // not the span's own tokens, so never priced or summed a second time.
+    let s = span(vec![
+        text("gen_ai.operation.name", "invoke_agent"),
+        text("gen_ai.agent.name", "rag_assistant"),
+        int("gen_ai.aggregated_usage.input_tokens", 1246),
+        int("gen_ai.aggregated_usage.output_tokens", 86),
+    ]);
+    let v = view(&s);
+    assert_eq!(v.stage, Some(Stage::Agent));
+    assert!(!v.tokens.any());
+    assert_eq!(v.agent_name, Some("rag_assistant"));
+}
+
+#[test]
+fn mcp_spans_are_tool_calls_or_protocol() {
+    let text = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    let span = |name: &str, attrs: Vec<KeyValue>| Span {
+        name: name.into(),
+        attributes: attrs,
+        ..Default::default()
+    };
+    // The conventions: mcp.method.name, and the tool for tools/call.
+    let s = span(
+        "tools/call search_docs",
+        vec![
+            text("mcp.method.name", "tools/call"),
+            text("gen_ai.tool.name", "search_docs"),
+            text("mcp.session.id", "s-1"),
+        ],
+    );
+    let v = view(&s);
+    assert_eq!(
+        (v.stage, v.tool_name),
+        (Some(Stage::Tool), Some("search_docs"))
+    );
+    let s = span("tools/list", vec![text("mcp.method.name", "tools/list")]);
+    assert_eq!(view(&s).stage, Some(Stage::Other));
+    // OpenLLMetry's MCP spans say their method only in traceloop.entity.input.
+    let s = span(
+        "tools/list.mcp",
+        vec![text(
+            "traceloop.entity.input",
+            r#"{"method":"tools/list","params":null}"#,
+        )],
+    );
+    let v = view(&s);
+    assert_eq!(
+        (v.stage, v.mcp_method),
+        (Some(Stage::Other), Some("tools/list"))
+    );
+    let s = span(
+        "tools/call.mcp",
+        vec![text(
+            "traceloop.entity.input",
+            r#"{"method":"tools/call","params":{"name":"calculator"}}"#,
+        )],
+    );
+    assert_eq!(view(&s).stage, Some(Stage::Tool));
+}

@@ -200,6 +200,17 @@ pub struct GenAiView<'a> {
     pub supplied_cost_usd: Option<f64>,
     /// Deprecated or library-specific aliases the span used (for a lint).
     pub aliases_used: AliasSet,
+    /// The agent's name (an agent span's, or the agent a model or tool call ran for, where the
+    /// library writes it).
+    pub agent_name: Option<&'a str>,
+    /// The tool's name, on a tool span.
+    pub tool_name: Option<&'a str>,
+    /// The tool call's id.
+    pub tool_call_id: Option<&'a str>,
+    /// The tool call's arguments, as written (usually JSON).
+    pub tool_arguments: Option<Cow<'a, str>>,
+    /// The MCP method of an MCP span (`tools/call`, `tools/list`, `initialize`, ...).
+    pub mcp_method: Option<&'a str>,
 }
 
 impl<'a> GenAiView<'a> {
@@ -315,6 +326,15 @@ struct Builder<'a> {
     evaluations: Vec<Evaluation<'a>>,
     first_token_ns: Option<u64>,
     aliases: AliasSet,
+    agent_name: Slot<&'a str>,
+    tool_name: Slot<&'a str>,
+    tool_call_id: Slot<&'a str>,
+    tool_arguments: Option<&'a str>,
+    mcp_method: Option<&'a str>,
+    input_value: Option<&'a str>,
+    metadata: Option<&'a str>,
+    entity_name: Option<&'a str>,
+    entity_input: Option<&'a str>,
 }
 
 impl<'a> Builder<'a> {
@@ -378,6 +398,21 @@ impl<'a> Builder<'a> {
             Field::InvocationParameters => self.invocation_parameters = text(value),
             Field::SdkName => {
                 self.openlit |= text(value).is_some_and(|v| v == aliases::SDK_OPENLIT);
+            }
+            Field::AgentName => self.agent_name.offer(text(value), rank),
+            Field::ToolName => self.tool_name.offer(text(value), rank),
+            Field::ToolCallId => self.tool_call_id.offer(text(value), rank),
+            Field::ToolCallArguments => self.tool_arguments = text(value),
+            Field::McpMethod => self.mcp_method = text(value),
+            Field::InputValue => self.input_value = text(value),
+            Field::Metadata => self.metadata = text(value),
+            Field::TraceloopEntityName => {
+                self.openllmetry = true;
+                self.entity_name = text(value);
+            }
+            Field::TraceloopEntityInput => {
+                self.openllmetry = true;
+                self.entity_input = text(value);
             }
         }
     }
@@ -478,7 +513,64 @@ impl<'a> Builder<'a> {
             .or(self.embedding_model.value)
             .or(self.reranker_model.value);
         let tokens = self.tokens(provider, response_model.or(request_model));
-        let stage = self.stage(&tokens, request_model.or(response_model).is_some());
+        let name = span.name.as_str();
+        // OpenLLMetry's MCP spans (`tools/call.mcp`, `initialize.mcp`) say their method only
+        // inside their JSON input; its MCP client's tool span (`search_docs.tool`) names its tool
+        // and arguments there too.
+        let entity = if name.ends_with(".mcp") || name.ends_with(".tool") {
+            self.entity_input.and_then(entity_input)
+        } else {
+            None
+        };
+        let mcp_method = self
+            .mcp_method
+            .or_else(|| entity.as_ref().and_then(|e| e.method));
+        // LangGraph under OpenInference writes its graph and its nodes as CHAIN (the node
+        // named `agent` as AGENT): a node is glue, the graph itself is the agent's run. Other
+        // kinds (LLM, TOOL, ...) keep their stage whatever node they ran in.
+        let graph = self
+            .openinference_kind
+            .filter(|k| k.eq_ignore_ascii_case("CHAIN") || k.eq_ignore_ascii_case("AGENT"))
+            .and(self.metadata)
+            .and_then(langgraph_metadata);
+        let stage = match (mcp_method, graph) {
+            (Some("tools/call"), _) => Some(Stage::Tool),
+            (Some(_), _) => Some(Stage::Other),
+            (None, Some(true)) => Some(Stage::Chain),
+            (None, Some(false)) => Some(Stage::Agent),
+            _ => self.stage(&tokens, request_model.or(response_model).is_some()),
+        };
+        let agent_name = self.agent_name.value.or(match stage {
+            Some(Stage::Agent) => Some(name.strip_suffix(".agent").unwrap_or(name)),
+            _ => None,
+        });
+        let tool_name = match stage {
+            Some(Stage::Tool) => self
+                .tool_name
+                .value
+                .or(entity.as_ref().and_then(|e| e.tool_name))
+                .or(self.entity_name)
+                .or_else(|| name.strip_suffix(".tool"))
+                .or_else(|| name.strip_prefix("execute_tool "))
+                .or(if self.openinference_kind.is_some() {
+                    Some(name)
+                } else {
+                    None
+                }),
+            _ => self.tool_name.value,
+        };
+        let tool_arguments = match stage {
+            Some(Stage::Tool) => self
+                .tool_arguments
+                .map(Cow::Borrowed)
+                .or(entity.and_then(|e| e.arguments).map(Cow::Owned))
+                .or(if self.openinference_kind.is_some() {
+                    self.input_value.map(Cow::Borrowed)
+                } else {
+                    None
+                }),
+            _ => self.tool_arguments.map(Cow::Borrowed),
+        };
         let params = self.invocation_parameters.and_then(invocation_parameters);
         let streaming = self.streaming.value.or_else(|| {
             params
@@ -541,6 +633,11 @@ impl<'a> Builder<'a> {
             user_id: self.user.value,
             supplied_cost_usd,
             aliases_used: self.aliases,
+            agent_name,
+            tool_name,
+            tool_call_id: self.tool_call_id.value,
+            tool_arguments,
+            mcp_method,
         }
     }
 
@@ -819,6 +916,51 @@ impl<'de> serde::de::Visitor<'de> for ScalarVisitor {
         {}
         Ok(Scalar::Other)
     }
+}
+
+/// What is read of OpenLLMetry's `traceloop.entity.input` on MCP and tool spans: the MCP method
+/// (`{"method": "tools/call", ...}`), the tool's name and its arguments (`{"tool_name": ...,
+/// "arguments": {...}}`, re-serialised).
+struct EntityInput<'a> {
+    method: Option<&'a str>,
+    tool_name: Option<&'a str>,
+    arguments: Option<String>,
+}
+
+fn entity_input(json: &str) -> Option<EntityInput<'_>> {
+    #[derive(Deserialize)]
+    struct Raw<'a> {
+        #[serde(default, borrow, deserialize_with = "lenient_str")]
+        method: Option<&'a str>,
+        #[serde(default, borrow, deserialize_with = "lenient_str")]
+        tool_name: Option<&'a str>,
+        #[serde(default)]
+        arguments: Option<serde_json::Value>,
+    }
+    let r: Raw<'_> = serde_json::from_str(json).ok()?;
+    Some(EntityInput {
+        method: r.method,
+        tool_name: r.tool_name,
+        arguments: r.arguments.filter(|a| !a.is_null()).map(|a| a.to_string()),
+    })
+}
+
+/// OpenInference's `metadata` on a LangChain span: for a LangGraph span, whether it is a graph
+/// node (`Some(true)`: `langgraph_node` names it) or the graph itself (`Some(false)`); `None`
+/// for anything else.
+fn langgraph_metadata(json: &str) -> Option<bool> {
+    if !json.contains("langgraph") {
+        return None;
+    }
+    #[derive(Deserialize)]
+    struct Meta<'a> {
+        #[serde(default, borrow, deserialize_with = "lenient_str")]
+        ls_integration: Option<&'a str>,
+        #[serde(default)]
+        langgraph_node: Option<serde::de::IgnoredAny>,
+    }
+    let m: Meta<'_> = serde_json::from_str(json).ok()?;
+    (m.ls_integration == Some("langgraph")).then_some(m.langgraph_node.is_some())
 }
 
 /// Parses a flat JSON object of numbers (`null` and non-numbers are skipped).

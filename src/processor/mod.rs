@@ -157,6 +157,10 @@ impl ProcessorConfig {
                             min_share: c.min_share,
                             derived: ctx.derived.clone(),
                         }),
+                        Box::new(crate::analysis::agents::AgentAnalyzer {
+                            config: c.patterns.clone(),
+                            derived: ctx.derived.clone(),
+                        }),
                         Box::new(crate::analysis::patterns::PatternAnalyzer {
                             config: c.patterns.clone(),
                             derived: ctx.derived.clone(),

@@ -153,7 +153,7 @@ service:
                     Phase2::PricierModel => (profile(svc, "gpt-4o"), None),
                     Phase2::ErrorBurst => (
                         profile(svc, model),
-                        (k < 5 && k % 2 == 0).then_some(Fault::ErrorBurst(1.0)),
+                        (k < 5 && k.is_multiple_of(2)).then_some(Fault::ErrorBurst(1.0)),
                     ),
                 }
             };
