@@ -49,11 +49,17 @@ impl Limits {
     /// headers), whatever the traffic.
     pub fn max_bytes(&self) -> usize {
         let keys = |n: usize| (n + 1) * (MAX_KEY_CHARS * 4 + KEY_OVERHEAD);
-        let slot = std::mem::size_of::<Slot>()
-            + (self.max_services + 1) * std::mem::size_of::<(u16, ServiceCell)>()
-            + (self.max_models + 1) * std::mem::size_of::<(u16, ModelCell)>()
-            + (self.max_stages + 1) * std::mem::size_of::<(u16, StageCell)>();
-        SLOTS as usize * slot
+        // A slot's vectors grow by doubling (from 4): n + 1 cells take at most this capacity.
+        let cap = |n: usize| (n + 1).max(4).next_power_of_two();
+        let slot = |cap: &dyn Fn(usize) -> usize| {
+            std::mem::size_of::<Slot>()
+                + cap(self.max_services) * std::mem::size_of::<(u16, ServiceCell)>()
+                + cap(self.max_models) * std::mem::size_of::<(u16, ModelCell)>()
+                + cap(self.max_stages) * std::mem::size_of::<(u16, StageCell)>()
+        };
+        // Past slots are shrunk to fit when the next one opens; only the current one has room.
+        (SLOTS as usize - 1) * slot(&|n| n + 1)
+            + slot(&cap)
             + keys(self.max_services)
             + keys(self.max_models)
             + keys(self.max_stages)
@@ -327,6 +333,11 @@ impl Series {
             // A clock that went back: count in the newest slot.
             Some(b) if index <= b => {}
             _ => {
+                if let Some(prev) = self.slots.back_mut() {
+                    prev.services.shrink_to_fit();
+                    prev.models.shrink_to_fit();
+                    prev.stages.shrink_to_fit();
+                }
                 self.slots.push_back(Slot {
                     index,
                     ..Default::default()
@@ -741,5 +752,49 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].service, "new");
         assert!(s.approx_bytes() <= limits.max_bytes());
+    }
+}
+
+#[cfg(test)]
+mod bound {
+    use super::*;
+
+    /// The README states these bounds; this keeps it true.
+    #[test]
+    fn the_stated_memory_bounds_hold() {
+        let series = Limits::default().max_bytes();
+        let notable = crate::page::notable::Notable::max_bytes(200);
+        eprintln!("series {series} bytes, notable {notable} bytes");
+        assert!(series <= 5 * 1024 * 1024 / 2, "{series}");
+        assert!(notable <= 10 * 1024 * 1024, "{notable}");
+    }
+
+    /// More than an hour of slots, each with new names of every kind: the bound holds at
+    /// every step, the keys stay within their limits.
+    #[test]
+    fn a_flood_of_names_for_over_an_hour_stays_within_the_bound() {
+        let limits = Limits::default();
+        let mut s = Series::new(limits);
+        let t0 = 1_700_000_000_000u64;
+        for slot in 0..400u64 {
+            let now = t0 + slot * RESOLUTION_S * 1000;
+            for k in 0..50 {
+                let name = format!("{}-{slot}-{k}", "n".repeat(200));
+                let r = Request {
+                    duration_ms: k as f64,
+                    error: k % 2 == 0,
+                    quality: Some(0.5),
+                };
+                s.request(&name, r, now);
+                s.service_cost(&name, 0.01, now);
+                s.model_call(&name, 0.01, 10, 10, now);
+                s.stage(&name, k as f64 * 100.0, now);
+            }
+            assert!(s.approx_bytes() <= limits.max_bytes(), "slot {slot}");
+            let (sv, m, st) = s.key_counts();
+            assert!(sv <= limits.max_services + 1 && m <= limits.max_models + 1);
+            assert!(st <= limits.max_stages + 1);
+        }
+        assert_eq!(s.slot_count(), SLOTS as usize);
     }
 }

@@ -343,7 +343,13 @@
       if (s.error) { bar.setAttribute("stroke", "#000"); bar.setAttribute("stroke-dasharray", "3 2"); }
       r.appendChild(bar);
       var note = ms(s.duration_ms) + (s.stage ? " " + s.stage : "") + (s.bottleneck ? " bottleneck" : "") + (s.anomaly ? " anomalous" : "");
-      r.appendChild(svg("text", { x: Math.min(x + w + 4, W - 2), y: y + 15, "class": "dim", "text-anchor": x + w + 4 > W - 120 ? "end" : "start" }, note));
+      // The note right of the bar; without room there, inside a wide bar or left of a narrow one.
+      var room = x + w + 4 <= W - 150;
+      var inside = !room && w >= 150;
+      r.appendChild(svg("text", {
+        x: room ? x + w + 4 : (inside ? x + w - 4 : x - 4), y: y + 15,
+        "class": inside ? "inbar" : "dim", "text-anchor": room ? "start" : "end"
+      }, note));
       r.appendChild(svg("title", {}, s.name + " — " + note));
       r.addEventListener("click", function () { drawAttributes(attrsBox, s); });
       g.appendChild(r);
@@ -389,7 +395,13 @@
     var box = el("div", { cls: "chart" }, [el("h3", { text: title })]);
     var g = svg("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": title });
     var n = data.slots || 1;
-    var x = function (i) { return L + (W - L - R) * (n <= 1 ? 1 : i / (n - 1)); };
+    // From the first slot with data (at least the last 5 minutes), so a fresh ragwatch's charts
+    // are not squeezed against "now".
+    var first = n - 1;
+    lines.forEach(function (l) { l.values.forEach(function (v, i) { if (v !== null && i < first) { first = i; } }); });
+    var start = Math.max(0, Math.min(first, n - 30));
+    var span = Math.max(1, n - 1 - start);
+    var x = function (i) { return L + (W - L - R) * ((i - start) / span); };
     var top = max > 0 ? max * 1.1 : 1;
     var y = function (v) { return T + (H - T - B) * (1 - v / top); };
     [0, 0.5, 1].forEach(function (f) {
@@ -397,15 +409,16 @@
       g.appendChild(svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#e3e6ec" }));
       g.appendChild(svg("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#5b6475" }, fmt(v)));
     });
-    [[0, "−60 min"], [0.5, "−30 min"], [1, "now"]].forEach(function (p) {
-      g.appendChild(svg("text", { x: x(p[0] * (n - 1)), y: H - 6, "text-anchor": p[0] === 0 ? "start" : (p[0] === 1 ? "end" : "middle"), "font-size": 11, fill: "#5b6475" }, p[1]));
+    var minutes = function (slots) { var m = slots * (data.resolution_s || 10) / 60; return m >= 10 ? Math.round(m) : m.toFixed(1).replace(/\.0$/, ""); };
+    [[0, "−" + minutes(span) + " min"], [0.5, "−" + minutes(span / 2) + " min"], [1, "now"]].forEach(function (p) {
+      g.appendChild(svg("text", { x: x(start + p[0] * span), y: H - 6, "text-anchor": p[0] === 0 ? "start" : (p[0] === 1 ? "end" : "middle"), "font-size": 11, fill: "#5b6475" }, p[1]));
     });
     var legend = el("ul", { cls: "legend" });
     lines.forEach(function (l, k) {
       var colour = colourOf(l.key, k);
       var d = "", prev = false;
       l.values.forEach(function (v, i) {
-        if (v === null) { prev = false; return; }
+        if (v === null || i < start) { prev = false; return; }
         d += (prev ? "L" : "M") + x(i).toFixed(1) + " " + y(v).toFixed(1);
         prev = true;
         g.appendChild(svg("circle", { cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: 2, fill: colour }));
