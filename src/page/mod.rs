@@ -345,3 +345,132 @@ pub fn watches(config: &crate::Config, p: &crate::config::PipelineConfig) -> Opt
         None => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attributes::{kv_f64, kv_str};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    fn page() -> Page {
+        Page::new(
+            &PageConfig::default(),
+            Some("http://jaeger:16686/"),
+            SelfMetrics::new(),
+            Arc::new(DerivedMetrics::new(
+                crate::genai::metrics::DEFS,
+                crate::derived::Limits::default(),
+            )),
+            AlertsSlot::default(),
+            Targets::default(),
+        )
+    }
+
+    fn batch(spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                    attributes: vec![kv_str("service.name", "svc")],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn span(id: u8, parent: u8, name: &str) -> Span {
+        Span {
+            trace_id: vec![3; 16],
+            span_id: vec![id; 8],
+            parent_span_id: if parent == 0 {
+                Vec::new()
+            } else {
+                vec![parent; 8]
+            },
+            name: name.into(),
+            start_time_unix_nano: 1_000_000,
+            end_time_unix_nano: 501_000_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn in_stream_mode_a_request_is_its_analysis_span() {
+        let p = page();
+        assert_eq!(p.jaeger_url.as_deref(), Some("http://jaeger:16686"));
+        // The root passes first, unanalysed: not yet a request.
+        p.record(&batch(vec![span(1, 0, "GET /")]), false, 1_000);
+        assert_eq!(p.state().traces_seen, 0);
+        // Then the analysis span, with the root's summary.
+        let mut a = span(9, 1, crate::names::attrs::ANALYSIS_SPAN);
+        a.attributes = vec![kv_f64(crate::names::attrs::TRACE_DURATION_MS, 500.0)];
+        p.record(&batch(vec![a]), false, 1_000);
+        let st = p.state();
+        assert_eq!(st.traces_seen, 1);
+        let rows = st.series.services(1_000);
+        assert_eq!(rows[0].service, "svc");
+        assert_eq!(rows[0].p50_ms, Some(500.0));
+    }
+
+    #[test]
+    fn without_assembly_every_root_is_a_request() {
+        let p = page();
+        let mut llm = span(2, 1, "chat");
+        llm.attributes = vec![
+            kv_str(a::RAG_STAGE, "llm"),
+            kv_str("gen_ai.request.model", "m"),
+            kv_f64(a::COST_USD, 0.25),
+        ];
+        p.record(&batch(vec![span(1, 0, "GET /"), llm]), true, 1_000);
+        let st = p.state();
+        assert_eq!(st.traces_seen, 1);
+        let m = st.series.models(1_000);
+        assert_eq!(
+            (m[0].model.as_str(), m[0].calls, m[0].cost_usd),
+            ("m", 1, 0.25)
+        );
+        assert_eq!(st.series.services(1_000)[0].cost_per_hour_usd, 0.25);
+        // 500 ms, no cost on the root: the spans' cost is the trace's.
+        let slow = st.notable.list(notable::Category::Slowest);
+        assert_eq!(slow[0].facts.cost_usd, 0.25);
+        assert_eq!(slow[0].facts.duration_ms, 500.0);
+    }
+
+    #[test]
+    fn the_page_watches_the_pipelines_that_assemble_else_all() {
+        let yaml = |assemble: &str| {
+            format!(
+                r#"
+receivers:
+  otlp:
+processors:
+  trace_assembly:
+    mode: {assemble}
+exporters:
+  debug:
+service:
+  pipelines:
+    traces/a:
+      receivers: [otlp]
+      processors: [trace_assembly]
+      exporters: [debug]
+    traces/b:
+      receivers: [otlp]
+      exporters: [debug]
+"#
+            )
+        };
+        let c = crate::Config::from_yaml_with_env(&yaml("hold"), "t", &|_| None).expect("valid");
+        let p = |id: &str| c.service.pipelines.get(id).expect("pipeline");
+        assert_eq!(watches(&c, p("traces/a")), Some(true));
+        assert_eq!(watches(&c, p("traces/b")), None);
+        let c = crate::Config::from_yaml_with_env(&yaml("stream"), "t", &|_| None).expect("valid");
+        let p = |id: &str| c.service.pipelines.get(id).expect("pipeline");
+        assert_eq!(watches(&c, p("traces/a")), Some(false));
+    }
+}

@@ -783,3 +783,133 @@ pub async fn json_of(r: reqwest::Response) -> Value {
     let text = r.text().await.expect("body");
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
+
+/// The admin address with the receivers' `tls` and `auth`: HTTPS with the probes open and the
+/// API behind the token; plaintext to the TLS port gets nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_address_serves_the_page_over_tls_behind_the_token() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    ragwatch::service::install_crypto_provider();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "page test CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate().expect("key");
+    let ca_pem = ca.self_signed(&ca_key).expect("CA").pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "ragwatch admin");
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.use_authority_key_identifier_extension = true;
+    let leaf_key = KeyPair::generate().expect("key");
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).expect("sign");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = dir.path().join("admin.crt");
+    let key = dir.path().join("admin.key");
+    std::fs::write(&cert, leaf_cert.pem()).expect("write");
+    std::fs::write(&key, leaf_key.serialize_pem()).expect("write");
+    let s = harness::start(&format!(
+        r#"
+receivers:
+{}
+exporters:
+  debug:
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [debug]
+  telemetry:
+    metrics:
+      address: 127.0.0.1:0
+      tls:
+        cert_file: {}
+        key_file: {}
+      auth:
+        bearer_token: {TOKEN}
+"#,
+        harness::otlp_receiver(""),
+        cert.display(),
+        key.display()
+    ))
+    .await;
+    let client = reqwest::Client::builder()
+        .tls_backend_rustls()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("ca")])
+        .build()
+        .expect("client");
+    let base = format!("https://{}", s.admin_addr());
+    let status = |r: reqwest::Response| r.status().as_u16();
+    let get = |path: &str, token: Option<&str>| {
+        let mut r = client.get(format!("{base}{path}"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    assert_eq!(status(get("/healthz", None).await.expect("healthz")), 200);
+    assert_eq!(status(get("/readyz", None).await.expect("readyz")), 200);
+    assert_eq!(status(get("/", None).await.expect("page")), 200);
+    assert_eq!(
+        status(get("/api/v1/overview", None).await.expect("api")),
+        401
+    );
+    assert_eq!(status(get("/metrics", None).await.expect("metrics")), 401);
+    assert_eq!(
+        status(get("/api/v1/overview", Some(TOKEN)).await.expect("api")),
+        200
+    );
+    assert_eq!(
+        status(get("/metrics", Some(TOKEN)).await.expect("metrics")),
+        200
+    );
+    // Plaintext HTTP to the TLS port: no answer.
+    let plain = reqwest::get(format!("http://{}/healthz", s.admin_addr())).await;
+    assert!(plain.is_err() || plain.is_ok_and(|r| !r.status().is_success()));
+    s.shutdown().await;
+}
+
+#[test]
+fn bad_page_settings_are_listed_with_their_key_paths() {
+    let e = ragwatch::Config::from_yaml_with_env(
+        r#"
+receivers:
+  otlp:
+exporters:
+  debug:
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [debug]
+  telemetry:
+    metrics:
+      auth:
+        bearer_token: short
+      page:
+        notable_traces: 1
+        max_services: 0
+        jaeger_url: jaeger:16686
+"#,
+        "test",
+        &|_| None,
+    )
+    .expect_err("invalid");
+    let text = e.to_string();
+    for path in [
+        "service.telemetry.metrics.auth.bearer_token",
+        "service.telemetry.metrics.page.notable_traces",
+        "service.telemetry.metrics.page.max_services",
+        "service.telemetry.metrics.page.jaeger_url",
+    ] {
+        assert!(text.contains(path), "{path} in {text}");
+    }
+}
