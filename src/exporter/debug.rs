@@ -126,13 +126,15 @@ impl DebugTransport {
             match crate::page::summary::summary_span(&g, true) {
                 Some(s) => {
                     let f = crate::page::summary::facts(&g, s, 10);
-                    tracing::info!(exporter = %self.id, trace_id = %f.trace_id, "{}", f.line());
+                    // `items`: the spans of the trace this line stands for, so that the lines
+                    // of a batch still add up to its spans.
+                    tracing::info!(exporter = %self.id, signal = %p.signal(), items = g.spans.len(), trace_id = %f.trace_id, "{}", f.line());
                 }
                 None => other += g.spans.len(),
             }
         }
         if other > 0 {
-            tracing::info!(exporter = %self.id, spans = other, "{other} spans of traces whose root is not in this batch");
+            tracing::info!(exporter = %self.id, signal = %p.signal(), items = other, "{other} spans of traces whose root is not in this batch");
         }
         Delivered::default()
     }

@@ -207,6 +207,7 @@ impl Page {
         Box::new(Observe {
             page: self.clone(),
             roots_are_requests,
+            epoch: (Instant::now(), unix_ms(SystemTime::now())),
         })
     }
 
@@ -309,13 +310,19 @@ impl Page {
 pub struct Observe {
     page: Arc<Page>,
     roots_are_requests: bool,
+    /// The processing time `now` is taken to the wall clock from this pair, read once.
+    epoch: (Instant, u64),
 }
 
 impl Processor for Observe {
-    fn on_input(&mut self, batch: Batch, _now: Instant, out: &mut Vec<Batch>) {
+    fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
         if let Batch::Traces(r) = &batch {
-            self.page
-                .record(r, self.roots_are_requests, unix_ms(SystemTime::now()));
+            let since = now.saturating_duration_since(self.epoch.0).as_millis();
+            let now_ms = self
+                .epoch
+                .1
+                .saturating_add(u64::try_from(since).unwrap_or(u64::MAX));
+            self.page.record(r, self.roots_are_requests, now_ms);
         }
         out.push(batch);
     }

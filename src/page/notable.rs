@@ -114,6 +114,8 @@ pub struct Notable {
     /// Per category: trace ids, oldest first; slowest and costliest with their value.
     lists: [VecDeque<(f64, String)>; 5],
     offered: u64,
+    /// When entries were last expired (at most once a second).
+    expired_at_ms: u64,
 }
 
 impl Notable {
@@ -125,6 +127,7 @@ impl Notable {
             traces: HashMap::new(),
             lists: Default::default(),
             offered: 0,
+            expired_at_ms: 0,
         }
     }
 
@@ -134,6 +137,10 @@ impl Notable {
 
     /// Drop slowest and costliest entries older than an hour.
     fn expire(&mut self, now_ms: u64) {
+        if now_ms < self.expired_at_ms.saturating_add(1000) {
+            return;
+        }
+        self.expired_at_ms = now_ms;
         for c in [Category::Slowest, Category::Costliest] {
             let mut gone = Vec::new();
             self.lists[c.index()].retain(|(_, id)| {
