@@ -98,6 +98,10 @@ impl Service {
                 crate::page::Targets::of(config),
             ))
         });
+        if let Some(p) = &page {
+            // It ends when the admin server does (stop_admin).
+            p.start(stop_admin.clone());
+        }
         let admin_task = admin::serve(
             admin_incoming,
             metrics.clone(),

@@ -116,6 +116,7 @@ async fn overview(State(p): State<Arc<Page>>) -> Response {
         "services": st.series.services(now),
         "models": st.series.models(now),
         "traces_seen": st.traces_seen,
+        "traces_dropped": p.dropped(),
         "alerts": alerts,
         "notable_kept": st.notable.len(),
         "window": {

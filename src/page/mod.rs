@@ -2,8 +2,11 @@
 //!
 //! Not a trace store: a window on ragwatch's own analysis. A stage at the end of each traces
 //! pipeline that analyses whole traces (the [`Observe`] tap, added by the service, not
-//! configured) hands every analysed batch to one bounded in-memory [`Page`]: a time series of the
-//! last hour at 10 s resolution ([`series`]) and the recent notable traces ([`notable`]). The rest
+//! configured) reads every analysed batch into a compact [`Observation`] on the pipeline's thread
+//! and hands it, without waiting, to the page's own task, the one owner of a bounded in-memory
+//! store: a time series of the last hour at 10 s resolution ([`series`]) and the recent notable
+//! traces ([`notable`]). (A lock shared by the shards' taps stalled the pipelines on a loaded
+//! machine; the taps now only read the notable traces' floors, atomics.) The rest
 //! of what the page shows is read when asked for: alerts from the alert engine, SLOs, budgets and
 //! the instrumentation lint from the derived metrics, pipeline health from ragwatch's own
 //! metrics.
@@ -147,6 +150,25 @@ struct State {
     traces_seen: u64,
 }
 
+/// What one analysed batch comes to, read by the tap on the pipeline's thread and applied to the
+/// store by the page's own task: the pipeline never waits for the store's lock.
+#[derive(Debug, Default)]
+pub struct Observation {
+    now_ms: u64,
+    /// Per model: calls, cost, input and output tokens.
+    calls: Vec<(String, u32, f64, u64, u64)>,
+    /// Per stage: span durations (ms).
+    stages: Vec<(String, Vec<f64>)>,
+    /// Per service: the spans' cost.
+    costs: Vec<(String, f64)>,
+    /// The analysed traces, with their spans cut to budget when they may be notable.
+    traces: Vec<(summary::TraceFacts, Option<notable::Prepared>)>,
+}
+
+/// Observations waiting for the page's task, at most (a batch each); beyond, dropped and
+/// counted: the page is a window, the pipeline must not wait for it.
+const INBOX: usize = 1024;
+
 /// The page's data and its sources.
 pub struct Page {
     config: PageConfig,
@@ -156,6 +178,12 @@ pub struct Page {
     derived: Arc<DerivedMetrics>,
     alerts: AlertsSlot,
     targets: Targets,
+    /// The page's task, once started; without it observations are applied at once.
+    inbox: std::sync::OnceLock<tokio::sync::mpsc::Sender<Observation>>,
+    /// The notable traces' floors (f64 bits), so the taps cut only traces that may be kept.
+    floors: [std::sync::atomic::AtomicU64; 2],
+    /// Analysed traces the page could not take (its inbox full).
+    dropped: std::sync::atomic::AtomicU64,
 }
 
 /// Now in Unix milliseconds.
@@ -173,6 +201,7 @@ impl Page {
         alerts: AlertsSlot,
         targets: Targets,
     ) -> Page {
+        let neg = f64::NEG_INFINITY.to_bits();
         Page {
             jaeger_url: config
                 .jaeger_url
@@ -189,7 +218,38 @@ impl Page {
             derived,
             alerts,
             targets,
+            inbox: std::sync::OnceLock::new(),
+            floors: [
+                std::sync::atomic::AtomicU64::new(neg),
+                std::sync::atomic::AtomicU64::new(neg),
+            ],
+            dropped: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Start the page's task: it applies the taps' observations and expires old notable traces
+    /// every second, until `stop` fires.
+    pub fn start(
+        self: &Arc<Self>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Observation>(INBOX);
+        let _ = self.inbox.set(tx);
+        let page = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    o = rx.recv() => match o {
+                        Some(o) => page.apply(o),
+                        None => return,
+                    },
+                    _ = tick.tick() => page.expire(unix_ms(SystemTime::now())),
+                }
+            }
+        })
     }
 
     pub fn config(&self) -> &PageConfig {
@@ -211,24 +271,32 @@ impl Page {
         })
     }
 
-    /// Record a batch of analysed traces seen at `now_ms` (Unix milliseconds).
-    pub fn record(
+    fn floors(&self) -> notable::Floors {
+        use std::sync::atomic::Ordering::Relaxed;
+        notable::Floors {
+            slowest_ms: f64::from_bits(self.floors[0].load(Relaxed)),
+            costliest_usd: f64::from_bits(self.floors[1].load(Relaxed)),
+        }
+    }
+
+    fn publish_floors(&self, f: notable::Floors) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.floors[0].store(f.slowest_ms.to_bits(), Relaxed);
+        self.floors[1].store(f.costliest_usd.to_bits(), Relaxed);
+    }
+
+    /// Read a batch of analysed traces seen at `now_ms` (Unix milliseconds).
+    pub fn observe(
         &self,
         r: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
         roots_are_requests: bool,
         now_ms: u64,
-    ) {
+    ) -> Observation {
+        use std::collections::HashMap;
         let groups = summary::group(r);
-        // What each span says, read before taking the lock.
-        struct Call<'a> {
-            model: &'a str,
-            cost: f64,
-            input: u64,
-            output: u64,
-        }
-        let mut calls: Vec<Call<'_>> = Vec::new();
-        let mut stages: Vec<(&str, f64)> = Vec::new();
-        let mut costs: Vec<(&str, f64)> = Vec::new();
+        let mut calls: HashMap<&str, (u32, f64, u64, u64)> = HashMap::new();
+        let mut stages: HashMap<&str, Vec<f64>> = HashMap::new();
+        let mut costs: HashMap<&str, f64> = HashMap::new();
         for g in &groups {
             for (service, s) in &g.spans {
                 let stage = get_str(&s.attributes, a::RAG_STAGE);
@@ -237,44 +305,92 @@ impl Page {
                 if let Some(st) = stage {
                     let ms =
                         s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e6;
-                    stages.push((st, ms));
+                    stages.entry(st).or_default().push(ms);
                 }
                 if let Some(c) = cost {
-                    costs.push((service, c));
+                    *costs.entry(service).or_default() += c;
                 }
                 if cost.is_some() || matches!(stage, Some("llm" | "embedding" | "rerank")) {
                     let v = crate::genai::view(s);
                     if let Some(model) = v.model() {
-                        calls.push(Call {
-                            model,
-                            cost: cost.unwrap_or(0.0),
-                            input: v.tokens.input.unwrap_or(0),
-                            output: v.tokens.output.unwrap_or(0),
-                        });
+                        let e = calls.entry(model).or_default();
+                        e.0 = e.0.saturating_add(1);
+                        e.1 += cost.unwrap_or(0.0);
+                        e.2 = e.2.saturating_add(v.tokens.input.unwrap_or(0));
+                        e.3 = e.3.saturating_add(v.tokens.output.unwrap_or(0));
                     }
                 }
             }
         }
-        let traces: Vec<(usize, summary::TraceFacts)> = groups
+        let floors = self.floors();
+        let traces = groups
             .iter()
-            .enumerate()
-            .filter_map(|(i, g)| {
+            .filter_map(|g| {
                 let s = summary::summary_span(g, roots_are_requests)?;
-                Some((i, summary::facts(g, s, notable::MAX_FINDINGS)))
+                let f = summary::facts(g, s, notable::MAX_FINDINGS);
+                let prepared = floors
+                    .admits(&f)
+                    .then(|| notable::prepare(g, &f, self.config.show_content));
+                Some((f, prepared))
             })
             .collect();
+        Observation {
+            now_ms,
+            calls: calls
+                .into_iter()
+                .map(|(m, (n, c, i, o))| (m.to_string(), n, c, i, o))
+                .collect(),
+            stages: stages
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            costs: costs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            traces,
+        }
+    }
+
+    /// Record a batch: to the page's task when it runs (never waiting: a full inbox drops the
+    /// observation and counts its traces), else at once.
+    pub fn record(
+        &self,
+        r: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        roots_are_requests: bool,
+        now_ms: u64,
+    ) {
+        let o = self.observe(r, roots_are_requests, now_ms);
+        match self.inbox.get() {
+            Some(tx) => {
+                if let Err(e) = tx.try_send(o) {
+                    let o = match e {
+                        tokio::sync::mpsc::error::TrySendError::Full(o)
+                        | tokio::sync::mpsc::error::TrySendError::Closed(o) => o,
+                    };
+                    self.dropped
+                        .fetch_add(o.traces.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            None => self.apply(o),
+        }
+    }
+
+    /// Apply an observation to the store.
+    pub fn apply(&self, o: Observation) {
+        let now_ms = o.now_ms;
         let mut st = self.state();
-        for c in &calls {
+        for (model, n, cost, input, output) in &o.calls {
             st.series
-                .model_call(c.model, c.cost, c.input, c.output, now_ms);
+                .model_calls(model, *n, *cost, *input, *output, now_ms);
         }
-        for (stage, ms) in &stages {
-            st.series.stage(stage, *ms, now_ms);
+        for (stage, durations) in &o.stages {
+            for ms in durations {
+                st.series.stage(stage, *ms, now_ms);
+            }
         }
-        for (service, c) in &costs {
+        for (service, c) in &o.costs {
             st.series.service_cost(service, *c, now_ms);
         }
-        for (i, f) in &traces {
+        let mut kept = false;
+        for (f, prepared) in o.traces {
             st.traces_seen += 1;
             st.series.request(
                 &f.service,
@@ -285,10 +401,30 @@ impl Page {
                 },
                 now_ms,
             );
-            if let Some(g) = groups.get(*i) {
-                st.notable.offer(g, f, now_ms);
+            if let Some(p) = prepared {
+                st.notable.insert(p, now_ms);
+                kept = true;
             }
         }
+        if kept {
+            let floors = st.notable.floors();
+            drop(st);
+            self.publish_floors(floors);
+        }
+    }
+
+    /// Forget the slowest and costliest traces older than an hour.
+    fn expire(&self, now_ms: u64) {
+        let mut st = self.state();
+        st.notable.expire_now(now_ms);
+        let floors = st.notable.floors();
+        drop(st);
+        self.publish_floors(floors);
+    }
+
+    /// Analysed traces the page could not take.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Bytes held by the time series and the notable traces now.

@@ -135,7 +135,13 @@ impl Notable {
         self.per_category
     }
 
-    /// Drop slowest and costliest entries older than an hour.
+    /// Drop slowest and costliest entries older than an hour, now.
+    pub fn expire_now(&mut self, now_ms: u64) {
+        self.expired_at_ms = 0;
+        self.expire(now_ms);
+    }
+
+    /// Drop slowest and costliest entries older than an hour (at most once a second).
     fn expire(&mut self, now_ms: u64) {
         if now_ms < self.expired_at_ms.saturating_add(1000) {
             return;
@@ -177,8 +183,38 @@ impl Notable {
 
     /// Look at an analysed trace; keep it if it is notable.
     pub fn offer(&mut self, g: &TraceGroup<'_>, facts: &TraceFacts, now_ms: u64) {
+        self.expire(now_ms);
+        if !self.floors().admits(facts) {
+            self.offered += 1;
+            return;
+        }
+        let detail = prepare(g, facts, self.show_content);
+        self.insert(detail, now_ms);
+    }
+
+    /// Below what a trace is not kept, whoever asks (the pipeline's taps, without the lock).
+    pub fn floors(&self) -> Floors {
+        let floor = |c: Category| {
+            let l = &self.lists[c.index()];
+            if l.len() < self.per_category {
+                f64::NEG_INFINITY
+            } else {
+                l.iter().map(|(v, _)| *v).fold(f64::INFINITY, f64::min)
+            }
+        };
+        Floors {
+            slowest_ms: floor(Category::Slowest),
+            costliest_usd: floor(Category::Costliest),
+        }
+    }
+
+    /// Keep a trace prepared by [`prepare`] in every category it belongs to now.
+    pub fn insert(&mut self, prepared: Prepared, now_ms: u64) {
         self.offered += 1;
         self.expire(now_ms);
+        let Prepared { mut detail, bytes } = prepared;
+        let facts = detail.facts.clone();
+        let facts = &facts;
         let mut cats = Vec::new();
         if facts.duration_ms.is_finite() && self.ranks(Category::Slowest, facts.duration_ms) {
             cats.push(Category::Slowest);
@@ -208,7 +244,8 @@ impl Notable {
             }
             self.traces.remove(&facts.trace_id);
         }
-        let (detail, bytes) = build(g, facts, now_ms, cats.clone(), self.show_content);
+        detail.seen_at_ms = now_ms;
+        detail.categories = cats.clone();
         let id = facts.trace_id.clone();
         self.traces.insert(id.clone(), Entry { detail, bytes });
         for c in cats {
@@ -377,6 +414,38 @@ fn render(v: &AnyValue, out: &mut String, max: usize) {
         // A string-table reference (profiles) has no text here.
         Some(Value::StringValueStrindex(_)) | None => {}
     }
+}
+
+/// The lowest duration and cost the ranked categories take now (minus infinity while they have
+/// room).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Floors {
+    pub slowest_ms: f64,
+    pub costliest_usd: f64,
+}
+
+impl Floors {
+    /// Whether a trace would be kept: above a floor, or failed, anomalous or with findings.
+    pub fn admits(&self, f: &TraceFacts) -> bool {
+        f.error
+            || f.anomalous
+            || !f.findings.is_empty()
+            || (f.duration_ms.is_finite() && f.duration_ms > self.slowest_ms)
+            || (f.cost_usd.is_finite() && f.cost_usd > 0.0 && f.cost_usd > self.costliest_usd)
+    }
+}
+
+/// A trace cut to its budget, ready to be kept.
+#[derive(Debug)]
+pub struct Prepared {
+    detail: TraceDetail,
+    bytes: usize,
+}
+
+/// Cut what a trace holds to its budget (done by the tap, outside the lock).
+pub fn prepare(g: &TraceGroup<'_>, facts: &TraceFacts, show_content: bool) -> Prepared {
+    let (detail, bytes) = build(g, facts, 0, Vec::new(), show_content);
+    Prepared { detail, bytes }
 }
 
 /// Cut what a trace holds to its budget; returns the detail and the bytes counted.

@@ -407,10 +407,23 @@ impl Series {
 
     /// A model call.
     pub fn model_call(&mut self, model: &str, usd: f64, input: u64, output: u64, now_ms: u64) {
+        self.model_calls(model, 1, usd, input, output, now_ms);
+    }
+
+    /// `n` model calls, with their cost and tokens together.
+    pub fn model_calls(
+        &mut self,
+        model: &str,
+        n: u32,
+        usd: f64,
+        input: u64,
+        output: u64,
+        now_ms: u64,
+    ) {
         let index = self.slot(now_ms).index;
         let id = self.models.intern(model, index);
         let c = cell(&mut self.slot(now_ms).models, id);
-        c.calls = c.calls.saturating_add(1);
+        c.calls = c.calls.saturating_add(n);
         if usd.is_finite() && usd > 0.0 {
             c.cost += usd;
         }
