@@ -5,7 +5,8 @@
 //! console error and no request to any host but ragwatch's, at 1280 px and at phone width.
 //! The `debug` exporter's summary line of the slow trace is checked in the log.
 //!
-//! With RAGWATCH_SCREENSHOT=<file.png> the page is saved there (the README's screenshot).
+//! With RAGWATCH_SCREENSHOT=<file.png> the page is saved there (the README's screenshot), with
+//! RAGWATCH_SCREENSHOT_PHONE=<file.png> its first screen at phone width.
 //! Skipped with a message when chromium is missing, unless RAGWATCH_INTEROP=1 (.ci/run).
 
 use crate::harness;
@@ -435,9 +436,17 @@ fn browse(exe: &str, profile: &std::path::Path, base: &str, shot: Option<String>
     cdp.eval("(() => { [...document.querySelectorAll('#tabs button')].find(b => b.textContent.startsWith('costliest')).click(); return true; })()");
     let costliest = cdp.eval("document.getElementById('traces').innerText");
 
-    // Phone width.
+    // Phone width (RAGWATCH_SCREENSHOT_PHONE=<file.png> saves how it looks).
     cdp.viewport(390, 844, true);
     let phone_width = cdp.eval("document.documentElement.scrollWidth");
+    if let Ok(file) = std::env::var("RAGWATCH_SCREENSHOT_PHONE") {
+        let png = cdp.call("Page.captureScreenshot", json!({ "format": "png" }));
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png["data"].as_str().unwrap_or(""))
+            .expect("base64 PNG");
+        std::fs::write(&file, bytes).expect("write the screenshot");
+    }
     let phone_fits = phone_width.as_u64().is_some_and(|w| w <= 390);
     // Everything the page asked for, and anything that went wrong, so far.
     cdp.eval("1");
