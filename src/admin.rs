@@ -1,5 +1,8 @@
-//! The admin endpoint: /metrics (Prometheus text), /healthz (alive), /readyz (ready to serve).
+//! The admin endpoint: /metrics (Prometheus text), /healthz (alive), /readyz (ready to serve),
+//! /api/v1/alerts, and the page at / with its API (`crate::page`); optionally over TLS and behind a
+//! bearer token.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -58,28 +61,120 @@ struct AdminState {
     alerts: AlertsSlot,
 }
 
+/// Where the admin server takes its connections from.
+pub enum AdminIncoming {
+    Plain(TcpListener),
+    Tls(crate::tls::TlsIncoming),
+}
+
+/// Bind the admin address and, with `tls`, load the certificate and start the handshakes and the
+/// reload task (ending when `stop` fires). Warns when the address is reachable from elsewhere
+/// without a token or without TLS.
+pub async fn listen(
+    config: &crate::config::TelemetryMetricsConfig,
+    metrics: &SelfMetrics,
+    stop: &CancellationToken,
+) -> std::io::Result<(AdminIncoming, SocketAddr)> {
+    let tls = match &config.tls {
+        Some(t) => Some(Arc::new(
+            crate::tls::ServerTls::load(t, &[b"h2", b"http/1.1"])
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
+        )),
+        None => None,
+    };
+    let listener = crate::net::bind("admin", &config.address).await?;
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            address = %addr,
+            page = config.page.enabled,
+            auth = config.auth.is_some(),
+            tls = tls.is_some(),
+            show_content = config.page.show_content,
+            "the admin address is reachable from other machines: besides /metrics it serves the page at / and its API, which show span attributes (user ids, model names, and prompts and completions when show_content is set); set auth (a bearer token) and tls, or keep it on loopback"
+        );
+    }
+    if config.auth.is_some() && tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(address = %addr, "a bearer token is set on the admin address without tls: the token crosses the network in clear text");
+    }
+    let Some(tls) = tls else {
+        return Ok((AdminIncoming::Plain(listener), addr));
+    };
+    let counters = metrics.tls("admin", "http");
+    tls.clone()
+        .spawn_reloader("admin".into(), counters.clone(), stop.clone());
+    let incoming =
+        crate::tls::TlsIncoming::start(listener, tls, "admin".into(), counters, stop.clone())?;
+    Ok((AdminIncoming::Tls(incoming), addr))
+}
+
+/// Serve /metrics, /healthz, /readyz, /api/v1/alerts and, with `page`, the page and its API.
+/// With `token`, everything but /healthz, /readyz and the page's static files asks for
+/// `Authorization: Bearer <token>`.
 pub fn serve(
-    listener: TcpListener,
+    incoming: AdminIncoming,
     metrics: Arc<SelfMetrics>,
     health: Arc<Health>,
     alerts: AlertsSlot,
+    page: Option<Arc<crate::page::Page>>,
+    token: Option<String>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics_handler))
+    let state = AdminState {
+        metrics,
+        health,
+        alerts,
+    };
+    let mut open = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_handler))
+        .with_state(state.clone());
+    let mut guarded = Router::new()
+        .route("/metrics", get(metrics_handler))
         .route("/api/v1/alerts", get(alerts_handler))
-        .with_state(AdminState {
-            metrics,
-            health,
-            alerts,
-        });
+        .with_state(state);
+    if let Some(p) = page {
+        open = open.merge(crate::page::api::static_routes());
+        guarded = guarded.merge(crate::page::api::api_routes(p));
+    }
+    if let Some(token) = token {
+        let check = move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let ok = crate::receiver::otlp::bearer_matches(
+                req.headers()
+                    .get(http::header::AUTHORIZATION)
+                    .map(|v| v.as_bytes()),
+                &token,
+            );
+            async move {
+                if ok {
+                    next.run(req).await
+                } else {
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        [(http::header::WWW_AUTHENTICATE, "Bearer")],
+                        "missing or wrong bearer token (Authorization: Bearer <token>)\n",
+                    )
+                        .into_response()
+                }
+            }
+        };
+        guarded = guarded.layer(axum::middleware::from_fn(check));
+    }
+    let app = open.merge(guarded);
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-        {
+        let result = match incoming {
+            AdminIncoming::Plain(listener) => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }
+            AdminIncoming::Tls(tls) => {
+                axum::serve(tls, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }
+        };
+        if let Err(e) = result {
             tracing::error!(error = %e, "admin server failed");
         }
     })

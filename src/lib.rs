@@ -20,6 +20,7 @@ pub mod loadgen;
 pub mod memory;
 pub mod names;
 pub mod net;
+pub mod page;
 pub mod pipeline;
 pub mod processor;
 pub mod receiver;

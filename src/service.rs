@@ -42,6 +42,7 @@ pub struct Service {
     exporter_addrs: BTreeMap<String, SocketAddr>,
     derived: Arc<DerivedMetrics>,
     findings: Arc<crate::findings::Findings>,
+    page: Option<Arc<crate::page::Page>>,
     stop_alerts: CancellationToken,
     alert_tasks: Vec<JoinHandle<()>>,
     admin_addr: SocketAddr,
@@ -70,29 +71,15 @@ impl Service {
         let hard_stop = CancellationToken::new();
         let stop_receivers = CancellationToken::new();
 
-        let admin_address = &config.service.telemetry.metrics.address;
-        let admin_listener = crate::net::bind("admin", admin_address)
+        let admin_config = &config.service.telemetry.metrics;
+        let (admin_incoming, admin_addr) = admin::listen(admin_config, &metrics, &stop_admin)
             .await
             .map_err(|source| StartError::Listen {
                 what: "admin".into(),
-                address: admin_address.clone(),
-                source,
-            })?;
-        let admin_addr = admin_listener
-            .local_addr()
-            .map_err(|source| StartError::Listen {
-                what: "admin".into(),
-                address: admin_address.clone(),
+                address: admin_config.address.clone(),
                 source,
             })?;
         let alerts_slot: admin::AlertsSlot = Default::default();
-        let admin_task = admin::serve(
-            admin_listener,
-            metrics.clone(),
-            health.clone(),
-            alerts_slot.clone(),
-            stop_admin.clone(),
-        );
         let limits = &config.service.derived_metrics;
         let derived = Arc::new(DerivedMetrics::new(
             crate::genai::metrics::DEFS,
@@ -101,6 +88,32 @@ impl Service {
                 series_ttl: limits.series_ttl,
             },
         ));
+        let page = admin_config.page.enabled.then(|| {
+            Arc::new(crate::page::Page::new(
+                &admin_config.page,
+                config.alerts.as_ref().and_then(|a| a.jaeger_url.as_deref()),
+                metrics.clone(),
+                derived.clone(),
+                alerts_slot.clone(),
+                crate::page::Targets::of(config),
+            ))
+        });
+        if let Some(p) = &page {
+            // It ends when the admin server does (stop_admin).
+            p.start(stop_admin.clone());
+        }
+        let admin_task = admin::serve(
+            admin_incoming,
+            metrics.clone(),
+            health.clone(),
+            alerts_slot.clone(),
+            page.clone(),
+            admin_config
+                .auth
+                .as_ref()
+                .map(|a| a.bearer_token.expose().to_string()),
+            stop_admin.clone(),
+        );
         let ectx = exporter::ExporterContext {
             metrics: &metrics,
             derived: &derived,
@@ -211,6 +224,12 @@ impl Service {
                         message,
                     })?);
                 }
+                // The page's tap, after the last stage of the pipelines it watches.
+                if let Some(tap) = page.as_ref().filter(|_| signal == Signal::Traces)
+                    && let Some(roots_are_requests) = crate::page::watches(config, p)
+                {
+                    chain.push(tap.tap(roots_are_requests));
+                }
                 chains.push(chain);
             }
             let handles = p
@@ -296,6 +315,7 @@ impl Service {
             exporter_addrs,
             derived,
             findings,
+            page,
             stop_alerts,
             alert_tasks,
             admin_addr,
@@ -334,6 +354,11 @@ impl Service {
     /// The findings hub (SLO burn, budgets, anomalies).
     pub fn findings(&self) -> &Arc<crate::findings::Findings> {
         &self.findings
+    }
+
+    /// The page's data (None when `page.enabled` is false).
+    pub fn page(&self) -> Option<&Arc<crate::page::Page>> {
+        self.page.as_ref()
     }
 
     pub fn admin_addr(&self) -> SocketAddr {

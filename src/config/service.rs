@@ -102,19 +102,32 @@ pub struct TelemetryConfig {
     pub logs: TelemetryLogsConfig,
 }
 
-/// The admin endpoint: /metrics, /healthz, /readyz.
+/// The admin endpoint: /metrics, /healthz, /readyz, /api/v1/..., and the page at /.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryMetricsConfig {
     /// Default 127.0.0.1:8888.
     #[serde(default = "default_admin_address")]
     pub address: String,
+    /// Serve over TLS, as the receivers do; plaintext when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Box<crate::tls::TlsServerConfig>>,
+    /// Require `Authorization: Bearer <token>` on everything but /healthz, /readyz and the
+    /// page's static files (the page asks for the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<crate::receiver::otlp::AuthConfig>,
+    /// The page at / and its API.
+    #[serde(default)]
+    pub page: crate::page::PageConfig,
 }
 
 impl Default for TelemetryMetricsConfig {
     fn default() -> Self {
         TelemetryMetricsConfig {
             address: default_admin_address(),
+            tls: None,
+            auth: None,
+            page: crate::page::PageConfig::default(),
         }
     }
 }
@@ -179,9 +192,24 @@ impl Validate for ServiceConfig {
                 "must be greater than zero",
             );
         }
-        if let Err(e) = crate::net::parse_listen_address(&self.telemetry.metrics.address) {
+        let admin = &self.telemetry.metrics;
+        if let Err(e) = crate::net::parse_listen_address(&admin.address) {
             problems.push(&format!("{path}.telemetry.metrics.address"), e);
         }
+        if let Some(t) = &admin.tls {
+            t.validate(&format!("{path}.telemetry.metrics.tls"), problems);
+        }
+        if let Some(a) = &admin.auth
+            && a.bearer_token.expose().len() < 16
+        {
+            problems.push(
+                &format!("{path}.telemetry.metrics.auth.bearer_token"),
+                "must be at least 16 characters",
+            );
+        }
+        admin
+            .page
+            .validate(&format!("{path}.telemetry.metrics.page"), problems);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.telemetry.logs.level) {
             problems.push(
                 &format!("{path}.telemetry.logs.level"),

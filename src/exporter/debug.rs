@@ -23,6 +23,9 @@ pub enum Verbosity {
     Normal,
     /// One line per span, metric or log record with every attribute.
     Detailed,
+    /// One line per analysed trace: service, duration, cost, bottleneck and share, quality,
+    /// findings (metrics and logs: one line per batch, as `basic`).
+    Summary,
 }
 
 pub(super) struct DebugTransport {
@@ -40,6 +43,9 @@ impl DebugTransport {
 
     pub(super) fn send(&self, p: &Payload) -> Result<Delivered, ExportError> {
         let signal = p.signal();
+        if self.verbosity == Verbosity::Summary {
+            return Ok(self.summary(p));
+        }
         tracing::info!(exporter = %self.id, signal = %signal, items = p.items, "{} {}", p.items, signal.item_name());
         if self.verbosity == Verbosity::Basic {
             return Ok(Delivered::default());
@@ -104,6 +110,33 @@ impl DebugTransport {
             }
         }
         Ok(Delivered::default())
+    }
+}
+
+impl DebugTransport {
+    /// One line per analysed trace; spans of traces whose root (or `ragwatch.analysis` span)
+    /// is not in the batch are counted on one line.
+    fn summary(&self, p: &Payload) -> Delivered {
+        let Batch::Traces(r) = &p.batch else {
+            tracing::info!(exporter = %self.id, signal = %p.signal(), items = p.items, "{} {}", p.items, p.signal().item_name());
+            return Delivered::default();
+        };
+        let mut other = 0usize;
+        for g in crate::page::summary::group(r) {
+            match crate::page::summary::summary_span(&g, true) {
+                Some(s) => {
+                    let f = crate::page::summary::facts(&g, s, 10);
+                    // `items`: the spans of the trace this line stands for, so that the lines
+                    // of a batch still add up to its spans.
+                    tracing::info!(exporter = %self.id, signal = %p.signal(), items = g.spans.len(), trace_id = %f.trace_id, "{}", f.line());
+                }
+                None => other += g.spans.len(),
+            }
+        }
+        if other > 0 {
+            tracing::info!(exporter = %self.id, signal = %p.signal(), items = other, "{other} spans of traces whose root is not in this batch");
+        }
+        Delivered::default()
     }
 }
 

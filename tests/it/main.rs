@@ -18,6 +18,8 @@ mod interop_prometheus;
 mod interop_python;
 mod loadgen;
 mod memory_limiter;
+mod page;
+mod page_browser;
 mod passthrough;
 mod properties;
 mod quality;
