@@ -709,7 +709,15 @@ impl SloProcessor {
                 .min(into_period)
                 .max(1.0);
             let recent = b.recent.window(now, b.config.projection_window).good;
-            let projected = b.spent + recent / seen * remaining;
+            // A rate from a few seconds of data is noise: project only once a sixth of the
+            // window (10 minutes of the default hour) has been seen; until then the projection
+            // is the spend so far.
+            let enough = seen >= b.config.projection_window.as_secs_f64() / 6.0;
+            let projected = if enough {
+                b.spent + recent / seen * remaining
+            } else {
+                b.spent
+            };
             let name = b.config.name.as_str();
             self.derived.set(m::BUDGET_SPEND, &[name], b.spent, now);
             self.derived

@@ -566,3 +566,34 @@ fn one_slow_request_on_a_quiet_service_does_not_page_but_fifteen_bad_in_thirty_d
         f[0].description
     );
 }
+
+#[test]
+fn no_projection_from_seconds_of_data() {
+    let t0 = Instant::now();
+    let derived = store();
+    let findings = Arc::new(Findings::default());
+    let config = SloProcessorConfig {
+        budgets: vec![BudgetConfig {
+            name: "daily".into(),
+            limit_usd: 10.0,
+            service: None,
+            model: None,
+            period: Duration::from_secs(86_400),
+            projection_window: Duration::from_secs(3600),
+        }],
+        ..Default::default()
+    };
+    let wall = UNIX_EPOCH + Duration::from_secs(1000);
+    let mut p = SloProcessor::with_clock(config, derived.clone(), findings.clone(), (t0, wall));
+    let llm = vec![kv_str(a::RAG_STAGE, "llm"), kv_f64(a::COST_USD, 0.07)];
+    feed(
+        &mut p,
+        trace(1, "api", 0.1, false, vec![], llm),
+        secs(t0, 0.5),
+    );
+    // One second after start: 0.07 USD in 1 s would project to 6,000 USD by the day's end.
+    p.evaluate(secs(t0, 1.0));
+    let g = |name: &str| derived.sample(name, &[("budget", "daily")]).unwrap();
+    assert!((g("rag_budget_projected_spend_usd") - 0.07).abs() < 1e-12);
+    assert_eq!(findings.published(), 0);
+}
