@@ -145,6 +145,9 @@ pub mod flag {
     pub const ERROR: &str = "error";
     pub const EMPTY_OUTPUT: &str = "empty_output";
     pub const EMPTY_RETRIEVAL: &str = "empty_retrieval";
+    /// An agent run stopped at its limit, or ended in an error (a failed tool it could not
+    /// recover from): whatever its last model call said, the question was not answered.
+    pub const AGENT_FAILED: &str = "agent_failed";
 }
 
 pub struct QualityProcessor {
@@ -281,7 +284,17 @@ impl QualityProcessor {
             signals.push(("feedback", f));
         }
         let mut flags = Vec::new();
-        if let Some((_, v, f)) = &answer {
+        // `trace_assembly` wrote each agent run's outcome before this stage.
+        let agent_failed = spans.iter().any(|s| {
+            matches!(
+                crate::attributes::get_str(&s.attributes, crate::names::attrs::AGENT_OUTCOME),
+                Some("limit_reached" | "error")
+            )
+        });
+        if agent_failed {
+            signals.push(("answer", 0.0));
+            flags.push(flag::AGENT_FAILED);
+        } else if let Some((_, v, f)) = &answer {
             signals.push(("answer", *v));
             flags.extend(f.iter().copied());
         }

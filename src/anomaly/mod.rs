@@ -478,10 +478,17 @@ impl AnomalyProcessor {
                 continue;
             };
             let v = crate::genai::view(s);
+            // Agents and tools are keyed by their name, as model calls by their model.
             let key = Key {
                 service: svc.to_string(),
                 stage: stage.to_string(),
-                model: v.model().unwrap_or_default().to_string(),
+                model: match stage {
+                    "agent" => v.agent_name,
+                    "tool" => v.tool_name,
+                    _ => v.model(),
+                }
+                .unwrap_or_default()
+                .to_string(),
             };
             let error = is_error(s);
             self.observe(

@@ -322,3 +322,43 @@ fn a_document_index_of_usize_max_neither_panics_nor_reads_as_empty() {
         None
     );
 }
+
+#[test]
+fn an_agent_stopped_at_its_limit_did_not_answer() {
+    // The last model call finished normally ("stop"), but the run it belonged to was stopped at
+    // its limit: answer 0, flagged agent_failed. The same run ending ok answers 1.
+    let trace_with = |outcome: &str| {
+        vec![
+            span(1, None, vec![], vec![]),
+            span(
+                2,
+                Some(1),
+                vec![
+                    kv_str("gen_ai.operation.name", "invoke_agent"),
+                    kv_str("rag.agent.outcome", outcome),
+                ],
+                vec![],
+            ),
+            span(
+                3,
+                Some(2),
+                vec![
+                    kv_str("gen_ai.operation.name", "chat"),
+                    kv_str("gen_ai.request.model", "gpt-4o-mini"),
+                    kv_str("gen_ai.response.finish_reasons", "stop"),
+                ],
+                vec![],
+            ),
+        ]
+    };
+    let (root, d) = run(QualityConfig::default(), trace_with("limit_reached"));
+    assert_eq!(q(&root, "answer"), Some(0.0));
+    let mut text = String::new();
+    d.encode_prometheus(&mut text);
+    assert!(
+        text.contains(r#"rag_quality_flags_total{flag="agent_failed",service="unknown_service"} 1"#),
+        "{text}"
+    );
+    let (root, _) = run(QualityConfig::default(), trace_with("ok"));
+    assert_eq!(q(&root, "answer"), Some(1.0));
+}
