@@ -34,6 +34,14 @@ pub enum Fault {
     CostSpike(f64),
     /// Two chat calls one after the other where one would do.
     SequentialCalls,
+    /// Agent runs: the model calls the same tool with the same arguments until the run's
+    /// request limit stops it (`UsageLimitExceeded`).
+    AgentLoop,
+    /// Agent runs: the order-status tool (served over MCP) fails; the model tries it once more,
+    /// and it fails again.
+    ToolError,
+    /// Agent runs: the search tool takes this many times longer.
+    SlowTool(f64),
 }
 
 /// The normal behaviour of a synthetic service.
@@ -334,6 +342,231 @@ pub fn rag_trace(
         }],
         ..Default::default()
     };
+    spans.insert(0, root);
+    ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![kv_str("service.name", &p.service)],
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// One synthetic agent run, shaped as the GenAI conventions say (pydantic-ai writes this): a
+/// root request span, `invoke_agent rag_assistant`, and turns of a chat call followed by tool
+/// calls — `execute_tool search_docs` with its own retrieval span, and `get_order_status`
+/// served over MCP (`tools/call get_order_status`, `mcp.method.name`) — then a final answer.
+/// With [`Fault::AgentLoop`], [`Fault::ToolError`] or [`Fault::SlowTool`] the run misbehaves.
+pub fn agent_trace(
+    rng: &mut StdRng,
+    p: &Profile,
+    fault: Option<Fault>,
+    start_ns: u64,
+) -> ResourceSpans {
+    let mut ids = Ids::new(rng);
+    let tid = ids.trace_id.to_vec();
+    let root_id = ids.span();
+    let agent_id = ids.span();
+    let span = |ids: &mut Ids, parent: &[u8], name: &str, start: u64, end: u64| Span {
+        trace_id: tid.clone(),
+        span_id: ids.span(),
+        parent_span_id: parent.to_vec(),
+        name: name.into(),
+        kind: SpanKind::Internal as i32,
+        start_time_unix_nano: start,
+        end_time_unix_nano: end,
+        ..Default::default()
+    };
+    let mut spans: Vec<Span> = Vec::new();
+    let mut t = start_ns + ms(jitter(rng, 2.0, p.sigma));
+    let chat = |rng: &mut StdRng, ids: &mut Ids, t: &mut u64, input: f64, out: f64| {
+        let ttft = jitter(rng, p.ttft_ms, p.sigma);
+        let out = jitter(rng, out, p.sigma).round().max(1.0);
+        let d = ttft + out * jitter(rng, p.per_token_ms, p.sigma / 2.0);
+        let mut s = span(ids, &agent_id, &format!("chat {}", p.model), *t, *t + ms(d));
+        s.kind = SpanKind::Client as i32;
+        s.attributes = vec![
+            kv_str("gen_ai.operation.name", "chat"),
+            kv_str("gen_ai.provider.name", &p.provider),
+            kv_str("gen_ai.request.model", &p.model),
+            kv_str("gen_ai.response.model", &p.model),
+            kv_str("gen_ai.agent.name", "rag_assistant"),
+            kv_i64(
+                "gen_ai.usage.input_tokens",
+                jitter(rng, input, p.sigma / 2.0) as u64,
+            ),
+            kv_i64("gen_ai.usage.output_tokens", out as u64),
+        ];
+        *t += ms(d);
+        s
+    };
+    // (tool, arguments) the model asks for, turn by turn.
+    let turns: Vec<Vec<(&str, String)>> = match fault {
+        Some(Fault::AgentLoop) => (0..8)
+            .map(|_| vec![("search_docs", r#"{"query":"refund policy"}"#.to_string())])
+            .collect(),
+        Some(Fault::ToolError) => vec![
+            vec![("get_order_status", r#"{"order_id":"ORD-1042"}"#.to_string())],
+            vec![("get_order_status", r#"{"order_id":"ORD-1042"}"#.to_string())],
+        ],
+        _ => {
+            let q = rng.random_range(0..1000);
+            if rng.random::<f64>() < 0.5 {
+                vec![vec![(
+                    "search_docs",
+                    format!(r#"{{"query":"question {q}"}}"#),
+                )]]
+            } else {
+                vec![
+                    vec![("search_docs", format!(r#"{{"query":"question {q}"}}"#))],
+                    vec![("get_order_status", format!(r#"{{"order_id":"ORD-{q}"}}"#))],
+                ]
+            }
+        }
+    };
+    let mut context = 300.0;
+    for turn in &turns {
+        spans.push(chat(rng, &mut ids, &mut t, context, 20.0));
+        for (tool, args) in turn {
+            let tool_start = t;
+            match *tool {
+                "search_docs" => {
+                    let slow = match fault {
+                        Some(Fault::SlowTool(f)) => f,
+                        _ => 1.0,
+                    };
+                    let d = jitter(rng, p.retrieval_ms * slow, p.sigma);
+                    let mut s = span(
+                        &mut ids,
+                        &agent_id,
+                        "execute_tool search_docs",
+                        tool_start,
+                        tool_start + ms(d + 4.0),
+                    );
+                    s.attributes = vec![
+                        kv_str("gen_ai.operation.name", "execute_tool"),
+                        kv_str("gen_ai.tool.name", "search_docs"),
+                        kv_str(
+                            "gen_ai.tool.call.id",
+                            &format!("call_{}", rng.random::<u32>()),
+                        ),
+                        kv_str("gen_ai.tool.call.arguments", args),
+                        kv_str("gen_ai.agent.name", "rag_assistant"),
+                    ];
+                    let tool_id = s.span_id.clone();
+                    spans.push(s);
+                    let mut r = span(
+                        &mut ids,
+                        &tool_id,
+                        "retrieval kb_docs",
+                        tool_start + ms(2.0),
+                        tool_start + ms(2.0 + d),
+                    );
+                    r.kind = SpanKind::Client as i32;
+                    r.attributes = vec![
+                        kv_str("gen_ai.operation.name", "retrieval"),
+                        kv_str("gen_ai.data_source.id", "kb_docs"),
+                        kv_str(
+                            "gen_ai.retrieval.documents",
+                            &format!(
+                                r#"[{{"id":"doc-{}","score":0.81}}]"#,
+                                rng.random_range(0..100)
+                            ),
+                        ),
+                    ];
+                    spans.push(r);
+                    t = tool_start + ms(d + 4.0);
+                    context += 400.0;
+                }
+                _ => {
+                    // Over MCP: the client's tool span and the MCP call beneath it.
+                    let d = jitter(rng, 20.0, p.sigma);
+                    let mut s = span(
+                        &mut ids,
+                        &agent_id,
+                        "execute_tool get_order_status",
+                        tool_start,
+                        tool_start + ms(d + 2.0),
+                    );
+                    s.attributes = vec![
+                        kv_str("gen_ai.operation.name", "execute_tool"),
+                        kv_str("gen_ai.tool.name", "get_order_status"),
+                        kv_str("gen_ai.tool.call.arguments", args),
+                    ];
+                    let mut m = span(
+                        &mut ids,
+                        &s.span_id.clone(),
+                        "tools/call get_order_status",
+                        tool_start + ms(1.0),
+                        tool_start + ms(1.0 + d),
+                    );
+                    m.kind = SpanKind::Client as i32;
+                    m.attributes = vec![
+                        kv_str("mcp.method.name", "tools/call"),
+                        kv_str("gen_ai.tool.name", "get_order_status"),
+                        kv_str("mcp.session.id", "mcp-session-1"),
+                    ];
+                    if fault == Some(Fault::ToolError) {
+                        for x in [&mut s, &mut m] {
+                            x.status = Some(Status {
+                                code: StatusCode::Error as i32,
+                                message: "order service unavailable".into(),
+                            });
+                        }
+                        s.attributes.push(kv_str("error.type", "ToolError"));
+                    }
+                    spans.push(s);
+                    spans.push(m);
+                    t = tool_start + ms(d + 2.0);
+                    context += 100.0;
+                }
+            }
+        }
+    }
+    let limited = fault == Some(Fault::AgentLoop);
+    if !limited {
+        spans.push(chat(rng, &mut ids, &mut t, context, 60.0));
+    }
+    let end = t + ms(jitter(rng, 2.0, p.sigma));
+    let mut agent = Span {
+        trace_id: tid.clone(),
+        span_id: agent_id.clone(),
+        parent_span_id: root_id.clone(),
+        name: "invoke_agent rag_assistant".into(),
+        kind: SpanKind::Internal as i32,
+        start_time_unix_nano: start_ns + ms(1.0),
+        end_time_unix_nano: end,
+        attributes: vec![
+            kv_str("gen_ai.operation.name", "invoke_agent"),
+            kv_str("gen_ai.agent.name", "rag_assistant"),
+        ],
+        ..Default::default()
+    };
+    let mut root = Span {
+        trace_id: tid.clone(),
+        span_id: root_id,
+        name: "agent.query".into(),
+        kind: SpanKind::Server as i32,
+        start_time_unix_nano: start_ns,
+        end_time_unix_nano: end + ms(1.0),
+        ..Default::default()
+    };
+    if limited {
+        agent.status = Some(Status {
+            code: StatusCode::Error as i32,
+            message: "UsageLimitExceeded: The next request would exceed the request_limit of 8"
+                .into(),
+        });
+        root.status = Some(Status {
+            code: StatusCode::Error as i32,
+            message: "agent run failed".into(),
+        });
+    }
+    spans.insert(0, agent);
     spans.insert(0, root);
     ResourceSpans {
         resource: Some(Resource {

@@ -63,6 +63,13 @@ pub enum Scenario {
     QualityDrop,
     /// Two chat calls one after the other where one would do.
     SequentialCalls,
+    /// Agent runs call the same tool with the same arguments until their limit stops them
+    /// (with --agent-share above 0).
+    AgentLoop,
+    /// Agent runs: the order-status tool (over MCP) fails, and fails again when retried.
+    ToolError,
+    /// Agent runs: the search tool takes 100x longer (80 ms to 8 s: a hanging API).
+    SlowTool,
 }
 
 impl Scenario {
@@ -74,6 +81,9 @@ impl Scenario {
             Scenario::CostSpike => Fault::CostSpike(4.0),
             Scenario::QualityDrop => Fault::QualityDrop,
             Scenario::SequentialCalls => Fault::SequentialCalls,
+            Scenario::AgentLoop => Fault::AgentLoop,
+            Scenario::ToolError => Fault::ToolError,
+            Scenario::SlowTool => Fault::SlowTool(100.0),
         }
     }
 }
@@ -166,6 +176,10 @@ pub struct Args {
     /// Share of traces with a failed-then-retried model call.
     #[arg(long, default_value_t = 0.03, value_parser = share)]
     pub retry_share: f64,
+    /// Share of traces that are agent runs (tool calls, one over MCP) instead of plain RAG
+    /// requests; the agent scenarios (agent-loop, tool-error, slow-tool) change those.
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub agent_share: f64,
     /// Seconds to wait for one attempt's answer.
     #[arg(long, default_value_t = 10.0, value_parser = secs)]
     pub timeout: f64,
@@ -279,6 +293,7 @@ impl Generator {
             models: args.models.clone(),
             batch: args.batch,
             retry_share: args.retry_share,
+            agent_share: args.agent_share,
         };
         if spec.models.is_empty() {
             return Err(LoadgenError::Usage("--models: give at least one".into()));

@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 
 use super::template::{Template, WireError};
 use crate::attributes::{get_str, kv_i64, kv_str};
-use crate::synth::{Fault, Profile, rag_trace};
+use crate::synth::{Fault, Profile, agent_trace, rag_trace};
 
 /// Spans held by the templates of one phase, at most (more templates give more variety).
 const POOL_SPANS: u64 = 64 * 1024;
@@ -139,6 +139,8 @@ pub struct PoolSpec {
     pub batch: u64,
     /// Share of traces with a failed-then-retried model call.
     pub retry_share: f64,
+    /// Share of traces that are agent runs.
+    pub agent_share: f64,
 }
 
 /// Templates for one phase (the clean traffic, or the traffic under `fault`).
@@ -162,11 +164,15 @@ pub fn pool(
                     let p = &svc[rng.random_range(0..svc.len())];
                     // Traces of one batch start over about a second.
                     let start = TEMPLATE_BASE_NS + rng.random_range(0..1_000_000_000u64);
-                    let mut rs = rag_trace(rng, p, fault, start);
-                    if rng.random::<f64>() < spec.retry_share {
-                        add_retry(&mut rs, rng);
+                    if spec.agent_share > 0.0 && rng.random::<f64>() < spec.agent_share {
+                        agent_trace(rng, p, fault, start)
+                    } else {
+                        let mut rs = rag_trace(rng, p, fault, start);
+                        if rng.random::<f64>() < spec.retry_share {
+                            add_retry(&mut rs, rng);
+                        }
+                        rs
                     }
-                    rs
                 }
             };
             let k: u64 = rs.scope_spans.iter().map(|ss| ss.spans.len() as u64).sum();
@@ -227,6 +233,7 @@ mod tests {
             models: vec!["gpt-4o".into(), "claude-sonnet-4".into()],
             batch: 100,
             retry_share: 0.1,
+            agent_share: 0.0,
         };
         let pool = pool(&spec, None, &mut rng).expect("pool");
         assert_eq!(pool.len(), MAX_TEMPLATES as usize);

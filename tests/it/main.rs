@@ -5,6 +5,7 @@
 mod harness;
 
 mod admin_and_local_exporters;
+mod agents;
 mod alerting;
 mod chain;
 mod cli;

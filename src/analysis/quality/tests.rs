@@ -356,7 +356,9 @@ fn an_agent_stopped_at_its_limit_did_not_answer() {
     let mut text = String::new();
     d.encode_prometheus(&mut text);
     assert!(
-        text.contains(r#"rag_quality_flags_total{flag="agent_failed",service="unknown_service"} 1"#),
+        text.contains(
+            r#"rag_quality_flags_total{flag="agent_failed",service="unknown_service"} 1"#
+        ),
         "{text}"
     );
     let (root, _) = run(QualityConfig::default(), trace_with("ok"));
