@@ -497,6 +497,51 @@ fn lg_agent(id: u8, parent: Option<u8>) -> Span {
     )
 }
 
+fn lgo_agent(id: u8, parent: Option<u8>) -> Span {
+    // LangGraph under OpenLLMetry: the workflow span runs the graph.
+    span(
+        id,
+        parent,
+        "rag_assistant.workflow",
+        vec![
+            kv("traceloop.span.kind", "workflow"),
+            kv("gen_ai.operation.name", "invoke_agent"),
+            kv("gen_ai.agent.name", "rag_assistant"),
+        ],
+        (0, 100_000),
+    )
+}
+fn lgo_chat(id: u8, parent: u8, at: u64) -> Span {
+    span(
+        id,
+        Some(parent),
+        "ChatOpenAI.chat",
+        vec![
+            kv("gen_ai.operation.name", "chat"),
+            kv("gen_ai.provider.name", "openai"),
+            kv("gen_ai.request.model", "gpt-4o-mini"),
+            kv("gen_ai.usage.input_tokens", "100"),
+            kv("gen_ai.usage.output_tokens", "10"),
+        ],
+        (at, at + 100),
+    )
+}
+fn lgo_tool(id: u8, parent: u8, at: u64, args: &str) -> Span {
+    span(
+        id,
+        Some(parent),
+        "execute_tool search_docs",
+        vec![
+            kv("traceloop.span.kind", "tool"),
+            kv("traceloop.entity.name", "search_docs"),
+            kv("gen_ai.operation.name", "execute_tool"),
+            kv("gen_ai.tool.name", "search_docs"),
+            kv("gen_ai.tool.call.arguments", args),
+        ],
+        (at, at + 50),
+    )
+}
+
 const STACKS: &[Shapes] = &[
     Shapes {
         stack: "pydantic-ai",
@@ -518,6 +563,13 @@ const STACKS: &[Shapes] = &[
         chat: oll_chat,
         tool: oll_tool,
         limit: "MaxTurnsExceeded: Max turns (10) exceeded",
+    },
+    Shapes {
+        stack: "langgraph + openllmetry",
+        agent: lgo_agent,
+        chat: lgo_chat,
+        tool: lgo_tool,
+        limit: "GraphRecursionError: Recursion limit of 25 reached without hitting a stop condition",
     },
     Shapes {
         stack: "langgraph + openinference",
