@@ -125,21 +125,7 @@ pub struct Calls {
 impl Calls {
     pub fn of(spans: &[Span]) -> Calls {
         let n = spans.len();
-        let index: HashMap<&[u8], usize> = spans
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.span_id.as_slice(), i))
-            .collect();
-        let parent: Vec<Option<usize>> = spans
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                index
-                    .get(s.parent_span_id.as_slice())
-                    .copied()
-                    .filter(|p| *p != i && !s.parent_span_id.is_empty())
-            })
-            .collect();
+        let parent = super::parents(spans);
         let stages: Vec<Option<&str>> = spans.iter().map(stage_of).collect();
         let ancestors = |i: usize| ancestors(&parent, i);
         let model_call = (0..n)
@@ -366,21 +352,7 @@ impl TraceAnalyzer for AgentAnalyzer {
                 Value::StringValue(out.as_str().into()),
             );
         }
-        for (i, e) in found {
-            let name = e
-                .attributes
-                .first()
-                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                    Value::StringValue(n) => Some(n.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            let service = t.service(i).unwrap_or("unknown_service").to_string();
-            self.derived.add(m::FINDINGS, &[&name, &service], 1.0, now);
-            if let Some(s) = t.spans.get_mut(i) {
-                s.events.push(e);
-            }
-        }
+        super::patterns::attach(t, found, &self.derived, now);
     }
 }
 

@@ -161,14 +161,30 @@ pub struct Owners {
 /// The stage of time owned by the application's own (non-GenAI) spans.
 pub use crate::names::values::APP_STAGE as APP;
 
+/// Each span's parent, by index (None for a root, a span whose parent is absent, or one that
+/// names itself).
+pub fn parents(spans: &[Span]) -> Vec<Option<usize>> {
+    let index: std::collections::HashMap<&[u8], usize> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.span_id.as_slice(), i))
+        .collect();
+    spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            index
+                .get(s.parent_span_id.as_slice())
+                .copied()
+                .filter(|p| *p != i && !s.parent_span_id.is_empty())
+        })
+        .collect()
+}
+
 impl Owners {
     pub fn of(spans: &[Span]) -> Owners {
         let n = spans.len();
-        let index: std::collections::HashMap<&[u8], usize> = spans
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.span_id.as_slice(), i))
-            .collect();
+        let parent = parents(spans);
         let own: Vec<Option<&'static str>> = spans.iter().map(fixed_stage).collect();
         // Resolved owner per span; resolved top-down along each span's ancestry, iteratively
         // (deep traces) and safely on cycles (a span in a cycle with no staged member is `app`).
@@ -194,9 +210,9 @@ impl Owners {
                     break None;
                 }
                 walk.push(cur);
-                match index.get(spans[cur].parent_span_id.as_slice()) {
-                    Some(&p) if !spans[cur].parent_span_id.is_empty() && p != cur => cur = p,
-                    _ => break None,
+                match parent[cur] {
+                    Some(p) => cur = p,
+                    None => break None,
                 }
             };
             for &w in &walk {

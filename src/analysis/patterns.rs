@@ -414,25 +414,36 @@ impl TraceAnalyzer for PatternAnalyzer {
                 );
             }
         }
-        let service = t.service(root).unwrap_or("unknown_service").to_string();
-        for (i, e) in found {
-            let name = e
-                .attributes
-                .first()
-                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                    Value::StringValue(n) => Some(n.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            self.derived.add(
-                crate::genai::metrics::FINDINGS,
-                &[&name, &service],
-                1.0,
-                now,
-            );
-            if let Some(s) = t.spans.get_mut(i) {
-                s.events.push(e);
-            }
+        attach(t, found, &self.derived, now);
+    }
+}
+
+/// Put each finding's event on its span and count it in rag_trace_findings_total under the
+/// trace's service (the root's), as the `trace_pattern` alert compares it with the service's
+/// requests.
+pub(crate) fn attach(
+    t: &mut AssembledTrace,
+    found: Vec<(usize, Event)>,
+    derived: &DerivedMetrics,
+    now: Instant,
+) {
+    let root = t.spans.iter().position(|s| s.parent_span_id.is_empty());
+    let service = root
+        .and_then(|r| t.service(r))
+        .unwrap_or("unknown_service")
+        .to_string();
+    for (i, e) in found {
+        let name = crate::attributes::get_str(&e.attributes, a::FINDING_NAME)
+            .unwrap_or_default()
+            .to_string();
+        derived.add(
+            crate::genai::metrics::FINDINGS,
+            &[&name, &service],
+            1.0,
+            now,
+        );
+        if let Some(s) = t.spans.get_mut(i) {
+            s.events.push(e);
         }
     }
 }

@@ -61,10 +61,9 @@ async fn a_loop_alerts_a_failing_tool_is_counted_and_a_slow_tool_is_the_bottlene
     ragwatch::service::install_crypto_provider();
     let down = Backend::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("ragwatch.yaml");
-    std::fs::write(
-        &config,
-        format!(
+    let rw = Ragwatch::with_config(
+        dir.path(),
+        &format!(
             r#"
 receivers:
   otlp:
@@ -98,9 +97,7 @@ service:
 "#,
             down.grpc_endpoint()
         ),
-    )
-    .expect("config");
-    let rw = Ragwatch::spawn(dir.path(), &["--config", config.to_str().expect("utf-8")]);
+    );
     let addrs = rw.addresses(&["admin", "exporter prometheus", "receiver otlp (grpc)"]);
     let [Some(admin), Some(prom), Some(grpc)] = &addrs[..] else {
         panic!("not listening: {addrs:?}\n{}", rw.log_lines().join("\n"));

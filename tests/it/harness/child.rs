@@ -19,6 +19,13 @@ impl Ragwatch {
         Ragwatch::spawn_with_env(cwd, args, &[])
     }
 
+    /// Write `yaml` to `<cwd>/ragwatch.yaml` and start `ragwatch --config` on it.
+    pub fn with_config(cwd: &Path, yaml: &str) -> Ragwatch {
+        let config = cwd.join("ragwatch.yaml");
+        std::fs::write(&config, yaml).expect("write the config");
+        Ragwatch::spawn(cwd, &["--config", config.to_str().expect("utf-8 path")])
+    }
+
     /// The same, with extra environment variables.
     pub fn spawn_with_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Ragwatch {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ragwatch"))
