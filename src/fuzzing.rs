@@ -182,6 +182,8 @@ fn context() -> BuildContext {
         self_metrics: self_metrics.clone(),
         findings: findings.clone(),
         memory: None,
+        slo_burning: Default::default(),
+        whole_traces: false,
     }
 }
 
