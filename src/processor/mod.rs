@@ -156,10 +156,10 @@ impl ProcessorConfig {
     pub fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Processor>, String> {
         Ok(match self {
             ProcessorConfig::Batch(c) => Box::new(batch::BatchProcessor::new(c.clone())),
-            ProcessorConfig::Genai(c) => Box::new(crate::genai::GenAiProcessor::new(
-                c.clone(),
-                ctx.derived.clone(),
-            )?),
+            ProcessorConfig::Genai(c) => Box::new(
+                crate::genai::GenAiProcessor::new(c.clone(), ctx.derived.clone())?
+                    .with_vectors_counter(ctx.self_metrics.embedding_vectors_dropped()),
+            ),
             ProcessorConfig::TraceAssembly(c) => {
                 let a = crate::analysis::TraceAssembly::new(
                     c.clone(),
