@@ -1268,3 +1268,44 @@ fn stages_that_compute_come_before_sampling() {
         "{got:?}"
     );
 }
+
+#[test]
+fn the_example_configuration_builds() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/tail-sampling.yaml");
+    let text = std::fs::read_to_string(path).expect("config/tail-sampling.yaml");
+    let c =
+        crate::Config::from_yaml_with_env(&text, "tail-sampling.yaml", &|_| None).expect("valid");
+    let Some(crate::processor::ProcessorConfig::TailSampling(t)) =
+        c.processors.get("tail_sampling")
+    else {
+        panic!("a tail_sampling processor");
+    };
+    let p = TailSampling::new(t.clone(), true, Default::default()).expect("build");
+    assert_eq!(p.policies.len(), 13);
+    // A health check is dropped even though it failed; a premium tenant's normal trace is
+    // kept at 50 % (its randomness is above 0x80000000000000 here).
+    let mut p = p;
+    let mut out = Vec::new();
+    let health = TraceBuilder::new(1)
+        .root_attr(kv_str("http.route", "/health"))
+        .child("x", vec![])
+        .last_status(StatusCode::Error);
+    let premium = TraceBuilder::with_randomness(2, 0x90_0000_0000_0000)
+        .root_attr(kv_str("tenant.tier", "premium"));
+    p.on_input(
+        Batch::Traces(request(vec![health, premium])),
+        Instant::now(),
+        &mut out,
+    );
+    let spans = spans_of(&out);
+    assert_eq!(spans.len(), 1);
+    assert_eq!(
+        get_str(&spans[0].attributes, a::SAMPLING_POLICY),
+        Some("premium-tenants")
+    );
+    assert_eq!(
+        get_f64(&spans[0].attributes, a::SAMPLING_ADJUSTED_COUNT),
+        Some(2.0)
+    );
+    assert_eq!(spans[0].trace_state, "ot=th:8");
+}
