@@ -100,4 +100,72 @@ mod tests {
         assert!(s.contains(&b("ok", "b")));
         assert!(burning.version() > v1);
     }
+
+    /// The `slo` processor says which SLOs burn at each evaluation, and says it again when they
+    /// stop.
+    #[test]
+    fn the_slo_processor_writes_what_burns() {
+        use crate::processor::Processor;
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+        use std::time::{Duration, Instant, SystemTime};
+
+        let config: crate::slo::SloProcessorConfig = crate::config::yaml::from_str(
+            "slos: [{ name: answers-succeed, kind: availability, objective: 0.99 }]",
+        )
+        .expect("config");
+        let burning = Arc::new(Burning::default());
+        let derived = Arc::new(crate::derived::DerivedMetrics::new(
+            crate::genai::metrics::DEFS,
+            Default::default(),
+        ));
+        let t0 = Instant::now();
+        let mut slo = crate::slo::SloProcessor::with_clock(
+            config,
+            derived,
+            Default::default(),
+            (t0, SystemTime::now()),
+        )
+        .with_burning(burning.clone());
+        // 10 requests of rag-api, all failed: error ratio 1, burn rate 1 / 0.01 = 100 over every
+        // window, above both default rules (14.4 and 6).
+        let spans = (0..10u8)
+            .map(|i| Span {
+                trace_id: vec![i + 1; 16],
+                span_id: vec![1; 8],
+                status: Some(Status {
+                    code: 2,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![crate::attributes::kv_str("service.name", "rag-api")],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut out = Vec::new();
+        slo.on_input(crate::signal::Batch::Traces(req), t0, &mut out);
+        slo.evaluate(t0 + Duration::from_secs(10));
+        let s = burning.snapshot();
+        assert_eq!(s.len(), 1);
+        assert!(s.contains(&BurningSlo {
+            slo: "answers-succeed".into(),
+            service: "rag-api".into(),
+            over: "request".into(),
+        }));
+        // Seven hours on, every window is empty: nothing burns any more.
+        slo.evaluate(t0 + Duration::from_secs(7 * 3600));
+        assert!(burning.snapshot().is_empty());
+    }
 }
