@@ -439,3 +439,103 @@ fn diff(a: &str, b: &str) -> String {
     }
     out
 }
+
+fn span(trace: u8, id: u8, parent: Option<u8>, error: bool) -> Span {
+    use opentelemetry_proto::tonic::trace::v1::{Status, status::StatusCode};
+    Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![id; 8],
+        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+        name: format!("s{id}"),
+        start_time_unix_nano: 1_000_000_000,
+        end_time_unix_nano: 1_500_000_000,
+        status: error.then(|| Status {
+            code: StatusCode::Error as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Without trace assembly a trace's spans wait `decision_wait` after its first, so a failing
+/// child sent after its root still keeps the whole trace; spans after the decision follow it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_trace_assembly_spans_wait_and_late_ones_follow() {
+    let down = Backend::start().await;
+    let s = harness::start(&format!(
+        r#"
+receivers:
+{}
+processors:
+  genai:
+  tail_sampling:
+    decision_wait: 5s
+    policies:
+      - {{ name: errors, type: status_code }}
+exporters:
+  otlp/down:
+    endpoint: {}
+    compression: none
+service:
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [genai, tail_sampling], exporters: [otlp/down] }}
+"#,
+        harness::otlp_receiver(""),
+        down.grpc_endpoint()
+    ))
+    .await;
+    let mut c = TraceServiceClient::connect(harness::grpc_url(&s))
+        .await
+        .expect("connect");
+    // Trace 1: the root, then (another request) a failed child. Trace 2: a root alone.
+    for spans in [
+        vec![span(1, 1, None, false), span(2, 1, None, false)],
+        vec![span(1, 2, Some(1), true)],
+    ] {
+        c.export(harness::traces_request(spans))
+            .await
+            .expect("export");
+    }
+    let decided = |s: &ragwatch::Service| {
+        harness::metric(
+            s,
+            "ragwatch_sampling_traces_total{policy=\"errors\",decision=\"kept\"}",
+        ) + harness::metric(
+            s,
+            "ragwatch_sampling_traces_total{policy=\"(none)\",decision=\"dropped\"}",
+        )
+    };
+    assert!(harness::eventually(Duration::from_secs(30), || decided(&s) == 2.0).await);
+    assert!(down.wait_for_spans(2, Duration::from_secs(10)).await);
+    let got: Vec<(u8, u8)> = down
+        .spans()
+        .iter()
+        .map(|s| (s.trace_id[0], s.span_id[0]))
+        .collect();
+    assert_eq!(got.len(), 2);
+    assert!(got.contains(&(1, 1)) && got.contains(&(1, 2)), "{got:?}");
+    // Late spans: trace 1's follows its kept decision, trace 2's its dropped one (though it
+    // failed: the decision was made).
+    c.export(harness::traces_request(vec![
+        span(1, 3, Some(1), false),
+        span(2, 2, Some(1), true),
+    ]))
+    .await
+    .expect("export");
+    assert!(
+        harness::eventually(Duration::from_secs(10), || harness::metric(
+            &s,
+            "ragwatch_sampling_late_spans_total"
+        ) == 2.0)
+        .await
+    );
+    assert!(down.wait_for_spans(3, Duration::from_secs(10)).await);
+    assert_eq!(
+        harness::metric(&s, "ragwatch_sampling_spans_dropped_total"),
+        2.0,
+        "trace 2's root and its late child"
+    );
+    assert_eq!(decided(&s), 2.0, "late spans make no new decision");
+    s.shutdown().await;
+    assert_eq!(down.span_count(), 3);
+}

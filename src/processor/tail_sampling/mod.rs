@@ -613,8 +613,10 @@ impl Processor for TailSampling {
         let now = Instant::now();
         self.refresh_burning();
         let mut kept = Vec::new();
-        let ids: Vec<[u8; 16]> = self.order.iter().map(|(_, id)| *id).collect();
-        for id in ids {
+        let mut ids: Vec<(Instant, [u8; 16])> =
+            self.pending.iter().map(|(id, p)| (p.due, *id)).collect();
+        ids.sort();
+        for (_, id) in ids {
             self.decide_pending(id, now, &mut kept);
         }
         self.order.clear();

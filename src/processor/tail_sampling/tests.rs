@@ -633,6 +633,10 @@ fn trace_cost_from_the_root_or_the_spans() {
         .child("chat", vec![kv_f64(a::COST_USD, 0.03)])
         .child("chat", vec![kv_f64(a::COST_USD, 0.03)]);
     assert_eq!(eval(&p, spans), Yes);
+    // In stream mode the trace's summary is on the synthetic analysis span.
+    let stream =
+        TraceBuilder::new(1).child(a::ANALYSIS_SPAN, vec![kv_f64(a::TRACE_COST_USD, 0.07)]);
+    assert_eq!(eval(&p, stream), Yes);
 }
 
 #[test]
