@@ -1313,3 +1313,27 @@ fn the_example_configuration_builds() {
     );
     assert_eq!(spans[0].trace_state, "ot=th:8");
 }
+
+#[test]
+fn shards_share_counters_and_rate_limits_but_not_waiting_traces() {
+    let (p, c) = processor(
+        "[{name: r, type: rate_limiting, rate_limiting: {spans_per_second: 3}}]",
+        true,
+    );
+    let mut other = p.share().expect("a handle for another shard");
+    let mut p: Box<dyn Processor> = Box::new(p);
+    let now = Instant::now();
+    let two = |tag: u8| TraceBuilder::new(tag).child("x", vec![]).request();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    p.on_input(Batch::Traces(two(1)), now, &mut a);
+    // 2 + 2 > 3 spans this second, across shards.
+    other.on_input(Batch::Traces(two(2)), now, &mut b);
+    assert_eq!((spans_of(&a).len(), spans_of(&b).len()), (2, 0));
+    assert_eq!(metric(&c, "r", "kept"), 1);
+    assert_eq!(metric(&c, NO_POLICY, "dropped"), 1);
+    assert_eq!(
+        other.tick_interval(),
+        None,
+        "the handle also takes whole traces"
+    );
+}
