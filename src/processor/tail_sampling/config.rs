@@ -410,7 +410,7 @@ pub fn bottleneck_stages() -> Vec<&'static str> {
     v
 }
 
-/// How deep `and`, `drop` and `composite` may nest.
+/// Levels of policies: a policy, its sub-policies (`and`, `drop`, `composite`), theirs.
 const MAX_DEPTH: usize = 3;
 
 impl Validate for TailSamplingConfig {
@@ -531,7 +531,9 @@ impl PolicyConfig {
             if depth + 1 >= MAX_DEPTH {
                 problems.push(
                     &p,
-                    format!("and, drop and composite nest at most {MAX_DEPTH} deep"),
+                    format!(
+                        "policies nest at most {MAX_DEPTH} levels deep (a policy, its sub-policies, theirs)"
+                    ),
                 );
                 return;
             }
