@@ -209,9 +209,18 @@ impl TailSampling {
                 })
                 .clone()
         };
+        // Only a `drop` policy drops: the others get no `dropped` series.
         let per_policy = policies
             .iter()
-            .map(|p| (counter(&p.name, "kept"), counter(&p.name, "dropped")))
+            .zip(&config.policies)
+            .map(|(p, c)| {
+                let dropped = if c.kind == Some(config::PolicyType::Drop) {
+                    counter(&p.name, "dropped")
+                } else {
+                    Counter::default()
+                };
+                (counter(&p.name, "kept"), dropped)
+            })
             .collect();
         let dropped_by_none = counter(NO_POLICY, "dropped");
         TailSampling {

@@ -1337,3 +1337,35 @@ fn shards_share_counters_and_rate_limits_but_not_waiting_traces() {
         "the handle also takes whole traces"
     );
 }
+
+#[test]
+fn a_drop_is_counted_under_its_policy() {
+    let (mut p, c) = processor(
+        "[{name: all, type: always_sample},
+          {name: no-health, type: drop, drop: {drop_sub_policy: [
+            {name: h, type: string_attribute, string_attribute: {key: http.route, values: [/health]}}]}}]",
+        true,
+    );
+    let mut out = Vec::new();
+    let health = TraceBuilder::new(1)
+        .root_attr(kv_str("http.route", "/health"))
+        .child("x", vec![]);
+    p.on_input(
+        Batch::Traces(request(vec![health, TraceBuilder::new(2)])),
+        Instant::now(),
+        &mut out,
+    );
+    assert_eq!(spans_of(&out).len(), 1);
+    assert_eq!(metric(&c, "no-health", "dropped"), 1);
+    assert_eq!(metric(&c, "all", "kept"), 1);
+    assert_eq!(c.spans_dropped.get(), 2);
+    // A policy that cannot drop counts no drops.
+    let series = c
+        .traces
+        .get_or_create(&SamplingLabels {
+            policy: "all".into(),
+            decision: "dropped".into(),
+        })
+        .get();
+    assert_eq!(series, 0);
+}
