@@ -1,5 +1,5 @@
 //! The hot functions, one criterion group each: OTLP decode, the GenAI view, cost lookup, trace
-//! assembly and the critical path. `cargo bench --bench hot`; the numbers are in the README.
+//! assembly, the critical path and tail sampling. `cargo bench --bench hot`; the numbers are in the README.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -138,5 +138,50 @@ fn critical_path(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, genai_view, assembly, critical_path);
+/// Deciding 100 whole traces (as behind trace assembly) with rules and a 10 % share.
+fn tail_sampling(c: &mut Criterion) {
+    use ragwatch::processor::tail_sampling::{TailSampling, TailSamplingConfig};
+    let req = request(4);
+    let yaml = r#"
+policies:
+  - { name: errors, type: status_code }
+  - { name: costly, type: trace_cost, trace_cost: { min_usd: 0.05 } }
+  - { name: anomalous, type: anomaly }
+  - { name: slow, type: latency, latency: { threshold_ms: 5000 } }
+  - { name: ten-percent, type: probabilistic, probabilistic: { sampling_percentage: 10 } }
+"#;
+    let Ok(config) = ragwatch::config::yaml::from_str::<TailSamplingConfig>(yaml) else {
+        return;
+    };
+    let mut g = c.benchmark_group("tail_sampling");
+    g.throughput(Throughput::Elements(400));
+    g.bench_function("decide_100_whole_traces", |b| {
+        b.iter_batched(
+            || {
+                (
+                    TailSampling::new(config.clone(), true, Default::default()).ok(),
+                    Batch::Traces(req.clone()),
+                )
+            },
+            |(p, batch)| {
+                let mut out = Vec::new();
+                if let Some(mut p) = p {
+                    p.on_input(batch, Instant::now(), &mut out);
+                }
+                out
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    decode,
+    genai_view,
+    assembly,
+    critical_path,
+    tail_sampling
+);
 criterion_main!(benches);

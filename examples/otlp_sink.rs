@@ -1,5 +1,6 @@
-//! A counting OTLP/gRPC sink for benchmarks: accepts traces, counts spans and requests, and
-//! writes the totals to a file every 200 ms and on exit (SIGTERM / Ctrl-C).
+//! A counting OTLP/gRPC sink for benchmarks: accepts traces, counts spans, requests and their
+//! bytes (protobuf, as decoded: before any gzip), and writes the totals (`spans requests bytes`)
+//! to a file every 200 ms and on exit (SIGTERM / Ctrl-C).
 //!
 //! `cargo run --release --example otlp_sink -- 127.0.0.1:14317 /tmp/sink.count`
 
@@ -13,12 +14,14 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use prost::Message;
 use tonic::{Request, Response, Status};
 
 #[derive(Clone, Default)]
 struct Sink {
     spans: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
 }
 
 #[tonic::async_trait]
@@ -36,15 +39,18 @@ impl TraceService for Sink {
             .sum();
         self.spans.fetch_add(n as u64, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(req.get_ref().encoded_len() as u64, Ordering::Relaxed);
         Ok(Response::new(ExportTraceServiceResponse::default()))
     }
 }
 
 fn write(path: &str, s: &Sink) {
     let body = format!(
-        "{} {}\n",
+        "{} {} {}\n",
         s.spans.load(Ordering::Relaxed),
-        s.requests.load(Ordering::Relaxed)
+        s.requests.load(Ordering::Relaxed),
+        s.bytes.load(Ordering::Relaxed)
     );
     let tmp = format!("{path}.tmp");
     if std::fs::write(&tmp, body).is_ok() {

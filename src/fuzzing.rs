@@ -47,13 +47,21 @@ processors:
       - { name: cost, kind: cost, objective: 0.99, threshold: 0.05 }
     budgets:
       - { name: daily, limit_usd: 50 }
+  tail_sampling:
+    decision_wait: 1s
+    policies:
+      - { name: errors, type: status_code }
+      - { name: costly, type: trace_cost, trace_cost: { min_usd: 0.01 } }
+      - { name: odd, type: anomaly }
+      - { name: half, type: probabilistic, probabilistic: { sampling_percentage: 50 } }
+      - { name: rest, type: always_sample }
 exporters:
   debug:
 service:
   pipelines:
     traces:
       receivers: [otlp]
-      processors: [genai, trace_assembly, quality, anomaly, slo, batch]
+      processors: [genai, trace_assembly, quality, anomaly, slo, tail_sampling, batch]
       exporters: [debug]
     metrics:
       receivers: [otlp]
@@ -182,6 +190,8 @@ fn context() -> BuildContext {
         self_metrics: self_metrics.clone(),
         findings: findings.clone(),
         memory: None,
+        slo_burning: Default::default(),
+        whole_traces: false,
     }
 }
 

@@ -66,6 +66,20 @@ pub mod metrics {
     pub const ALERTS_FIRING: &str = "ragwatch_alerts_firing";
     /// Alert notifications, by receiver and result.
     pub const ALERT_NOTIFICATIONS: &str = "ragwatch_alert_notifications";
+    /// Traces decided by tail sampling, by `policy` (the first that kept the trace, the `drop`
+    /// policy that dropped it, or `(none)`) and `decision` (`kept`, `dropped`).
+    pub const SAMPLING_TRACES: &str = "ragwatch_sampling_traces";
+    /// Spans tail sampling dropped.
+    pub const SAMPLING_SPANS_DROPPED: &str = "ragwatch_sampling_spans_dropped";
+    /// Decisions forgotten because tail sampling's decision cache was full.
+    pub const SAMPLING_DECISION_CACHE_EVICTIONS: &str =
+        "ragwatch_sampling_decision_cache_evictions";
+    /// Traces decided before `decision_wait` (num_traces waiting, or a very large trace).
+    pub const SAMPLING_EARLY_DECISIONS: &str = "ragwatch_sampling_early_decisions";
+    /// Spans that arrived after their trace's decision and followed it.
+    pub const SAMPLING_LATE_SPANS: &str = "ragwatch_sampling_late_spans";
+    /// Embedding vectors removed from spans (`genai.drop_embedding_vectors`).
+    pub const GENAI_EMBEDDING_VECTORS_DROPPED: &str = "ragwatch_genai_embedding_vectors_dropped";
     /// Every name above, for checks against dashboards and rules.
     pub const ALL: &[&str] = &[
         RECEIVER_ACCEPTED_SPANS,
@@ -101,6 +115,12 @@ pub mod metrics {
         TRACE_LATE_SPANS,
         ALERTS_FIRING,
         ALERT_NOTIFICATIONS,
+        SAMPLING_TRACES,
+        SAMPLING_SPANS_DROPPED,
+        SAMPLING_DECISION_CACHE_EVICTIONS,
+        SAMPLING_EARLY_DECISIONS,
+        SAMPLING_LATE_SPANS,
+        GENAI_EMBEDDING_VECTORS_DROPPED,
     ];
 }
 
@@ -268,6 +288,10 @@ pub mod attrs {
     pub const ANOMALY_SIGNALS: &str = "rag.anomaly.signals";
     pub const ANOMALY_SCORE: &str = "rag.anomaly.score";
     pub const FINDING_NAME: &str = "name";
+    /// `tail_sampling`, on the root of a kept trace: the first policy that kept it, and how many
+    /// traces it stands for (1 for a trace kept by a rule, 1/p for one kept with probability p).
+    pub const SAMPLING_POLICY: &str = "rag.sampling.policy";
+    pub const SAMPLING_ADJUSTED_COUNT: &str = "rag.sampling.adjusted_count";
     pub const FINDING_DESCRIPTION: &str = "description";
     pub const FINDING_SEVERITY: &str = "severity";
     pub const FINDING_SPAN_IDS: &str = "span_ids";

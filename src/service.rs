@@ -131,6 +131,8 @@ impl Service {
             self_metrics: metrics.clone(),
             findings: findings.clone(),
             memory: memory.clone(),
+            slo_burning: Default::default(),
+            whole_traces: false,
         };
 
         // Exporters first, only those some pipeline uses.
@@ -219,6 +221,18 @@ impl Service {
                         chain.push(shared);
                         continue;
                     }
+                    // Whole traces come from trace assembly in hold mode, earlier in the chain.
+                    let whole_traces = p.processors.iter().take(chain.len()).any(|n| {
+                        matches!(
+                            config.processors.get(n),
+                            Some(crate::processor::ProcessorConfig::TraceAssembly(t))
+                                if t.mode == crate::analysis::assembly::Mode::Hold
+                        )
+                    });
+                    let pctx = BuildContext {
+                        whole_traces,
+                        ..pctx.clone()
+                    };
                     chain.push(c.build(&pctx).map_err(|message| StartError::Processor {
                         id: name.clone(),
                         message,

@@ -299,6 +299,7 @@ impl ServiceConfig {
                     }
                 }
             }
+            crate::processor::tail_sampling::check_placement(&pp, &p.processors, problems);
             for (i, r) in p.processors.iter().enumerate() {
                 match processors.get(r) {
                     None if declared.processors.contains(r) => {}

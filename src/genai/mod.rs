@@ -20,6 +20,7 @@ pub mod aliases;
 pub mod metrics;
 pub mod prices;
 pub mod processor;
+pub mod vectors;
 pub mod view;
 
 #[cfg(test)]

@@ -46,6 +46,10 @@ pub struct GenAiConfig {
     /// model's context window (where the price table knows it; default 0.9).
     #[serde(default = "default_overflow_share")]
     pub context_overflow_share: f64,
+    /// Remove embedding vectors from spans (the attributes and the copy in the response JSON),
+    /// counted in ragwatch_genai_embedding_vectors_dropped_total (default false).
+    #[serde(default)]
+    pub drop_embedding_vectors: bool,
 }
 
 fn default_overflow_share() -> f64 {
@@ -61,6 +65,7 @@ impl Default for GenAiConfig {
             mark_instrumentation_issues: false,
             prices: Vec::new(),
             context_overflow_share: default_overflow_share(),
+            drop_embedding_vectors: false,
         }
     }
 }
@@ -106,6 +111,7 @@ pub struct GenAiProcessor {
     config: GenAiConfig,
     prices: Arc<PriceTable>,
     metrics: Arc<DerivedMetrics>,
+    vectors_dropped: prometheus_client::metrics::counter::Counter,
 }
 
 impl GenAiProcessor {
@@ -116,11 +122,22 @@ impl GenAiProcessor {
             config,
             prices: Arc::new(prices),
             metrics,
+            vectors_dropped: Default::default(),
         })
+    }
+
+    /// Count the embedding vectors removed (`drop_embedding_vectors`) in `c`.
+    pub fn with_vectors_counter(mut self, c: prometheus_client::metrics::counter::Counter) -> Self {
+        self.vectors_dropped = c;
+        self
     }
 
     /// Enrich one span in place and record its metrics.
     pub fn enrich(&self, span: &mut Span, service: &str, now: Instant) {
+        if self.config.drop_embedding_vectors {
+            self.vectors_dropped
+                .inc_by(super::vectors::drop_embedding_vectors(span));
+        }
         // A span that carries `rag.stage` went through a ragwatch already (chained behind
         // another one): enriching or counting it again would double it.
         if span.attributes.iter().any(|kv| kv.key == a::RAG_STAGE) {

@@ -5,6 +5,7 @@
 //! and never fails the pipeline on odd data: it counts it and passes the data on.
 
 pub mod batch;
+pub mod tail_sampling;
 
 use std::time::{Duration, Instant};
 
@@ -82,6 +83,7 @@ pub enum ProcessorConfig {
     Quality(crate::analysis::quality::QualityConfig),
     Slo(crate::slo::SloProcessorConfig),
     Anomaly(crate::anomaly::AnomalyConfig),
+    TailSampling(tail_sampling::TailSamplingConfig),
 }
 
 const KNOWN: &[&str] = &[
@@ -91,6 +93,7 @@ const KNOWN: &[&str] = &[
     "quality",
     "slo",
     "anomaly",
+    "tail_sampling",
 ];
 
 /// What building a processor may need from the running service.
@@ -104,6 +107,11 @@ pub struct BuildContext {
     pub findings: std::sync::Arc<crate::findings::Findings>,
     /// The memory limiter, when configured (trace assembly flushes when it says so).
     pub memory: Option<std::sync::Arc<crate::memory::MemoryLimiter>>,
+    /// The SLOs burning now: the `slo` processors write it, `tail_sampling` reads it.
+    pub slo_burning: std::sync::Arc<crate::slo::burning::Burning>,
+    /// Whether an earlier stage of the pipeline hands on whole traces (`trace_assembly` in hold
+    /// mode), set for each stage as the pipeline is built.
+    pub whole_traces: bool,
 }
 
 impl ProcessorConfig {
@@ -122,6 +130,9 @@ impl ProcessorConfig {
             "quality" => deserialize_collecting(v, path, problems).map(ProcessorConfig::Quality),
             "slo" => deserialize_collecting(v, path, problems).map(ProcessorConfig::Slo),
             "anomaly" => deserialize_collecting(v, path, problems).map(ProcessorConfig::Anomaly),
+            "tail_sampling" => {
+                deserialize_collecting(v, path, problems).map(ProcessorConfig::TailSampling)
+            }
             other => {
                 unknown_type("processor", other, KNOWN, path, problems);
                 None
@@ -136,7 +147,8 @@ impl ProcessorConfig {
             ProcessorConfig::TraceAssembly(_)
             | ProcessorConfig::Quality(_)
             | ProcessorConfig::Slo(_)
-            | ProcessorConfig::Anomaly(_) => signal == Signal::Traces,
+            | ProcessorConfig::Anomaly(_)
+            | ProcessorConfig::TailSampling(_) => signal == Signal::Traces,
         }
     }
 
@@ -144,10 +156,10 @@ impl ProcessorConfig {
     pub fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Processor>, String> {
         Ok(match self {
             ProcessorConfig::Batch(c) => Box::new(batch::BatchProcessor::new(c.clone())),
-            ProcessorConfig::Genai(c) => Box::new(crate::genai::GenAiProcessor::new(
-                c.clone(),
-                ctx.derived.clone(),
-            )?),
+            ProcessorConfig::Genai(c) => Box::new(
+                crate::genai::GenAiProcessor::new(c.clone(), ctx.derived.clone())?
+                    .with_vectors_counter(ctx.self_metrics.embedding_vectors_dropped()),
+            ),
             ProcessorConfig::TraceAssembly(c) => {
                 let a = crate::analysis::TraceAssembly::new(
                     c.clone(),
@@ -176,11 +188,10 @@ impl ProcessorConfig {
             ProcessorConfig::Quality(c) => Box::new(
                 crate::analysis::quality::QualityProcessor::new(c.clone(), ctx.derived.clone()),
             ),
-            ProcessorConfig::Slo(c) => Box::new(Shared::new(crate::slo::SloProcessor::new(
-                c.clone(),
-                ctx.derived.clone(),
-                ctx.findings.clone(),
-            ))),
+            ProcessorConfig::Slo(c) => Box::new(Shared::new(
+                crate::slo::SloProcessor::new(c.clone(), ctx.derived.clone(), ctx.findings.clone())
+                    .with_burning(ctx.slo_burning.clone()),
+            )),
             ProcessorConfig::Anomaly(c) => {
                 Box::new(Shared::new(crate::anomaly::AnomalyProcessor::new(
                     c.clone(),
@@ -188,6 +199,14 @@ impl ProcessorConfig {
                     ctx.findings.clone(),
                 )))
             }
+            ProcessorConfig::TailSampling(c) => Box::new(
+                tail_sampling::TailSampling::new(
+                    c.clone(),
+                    ctx.whole_traces,
+                    ctx.self_metrics.sampling(),
+                )?
+                .with_burning(ctx.slo_burning.clone()),
+            ),
         })
     }
 }
@@ -201,6 +220,7 @@ impl Validate for ProcessorConfig {
             ProcessorConfig::Quality(c) => c.validate(path, problems),
             ProcessorConfig::Slo(c) => c.validate(path, problems),
             ProcessorConfig::Anomaly(c) => c.validate(path, problems),
+            ProcessorConfig::TailSampling(c) => c.validate(path, problems),
         }
     }
 }

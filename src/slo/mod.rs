@@ -8,6 +8,7 @@
 //! and short windows both burn faster than its rate gives an `slo_burn` finding. Time is the
 //! processing time the pipeline passes in, so a test drives it by hand.
 
+pub mod burning;
 pub mod window;
 
 use std::collections::HashMap;
@@ -352,6 +353,8 @@ pub struct SloProcessor {
     clock: (Instant, SystemTime),
     next_eval: Option<Instant>,
     untracked: u64,
+    /// Where the SLOs burning at each evaluation are told (`tail_sampling`'s `slo_burn`).
+    burning: Option<(Arc<burning::Burning>, u64)>,
 }
 
 /// One event of one SLO.
@@ -422,7 +425,15 @@ impl SloProcessor {
             clock,
             next_eval: None,
             untracked: 0,
+            burning: None,
         }
+    }
+
+    /// Tell `burning` which SLOs burn at each evaluation.
+    pub fn with_burning(mut self, burning: Arc<burning::Burning>) -> Self {
+        let w = burning.writer();
+        self.burning = Some((burning, w));
+        self
     }
 
     fn wall_secs(&self, now: Instant) -> f64 {
@@ -616,6 +627,7 @@ impl SloProcessor {
         let slos = &self.config.slos;
         self.keys
             .retain(|k, st| now.saturating_duration_since(st.last_seen) <= slos[k.slo].period);
+        let mut burning_now = Vec::new();
         for (k, st) in &mut self.keys {
             let slo = &self.config.slos[k.slo];
             let mut burns: HashMap<Duration, (f64, f64)> = HashMap::new();
@@ -655,6 +667,11 @@ impl SloProcessor {
                 })
                 .max_by_key(|r| Severity::from(r.severity));
             if let Some(r) = fired {
+                burning_now.push(burning::BurningSlo {
+                    slo: slo.name.clone(),
+                    service: k.service.clone(),
+                    over: slo.over.clone(),
+                });
                 let ((bl, nl), (bs, ns)) = (burns[&r.long], burns[&r.short]);
                 let sli = st.fine.window(now, r.long).ratio().unwrap_or(0.0);
                 let mut labels = std::collections::BTreeMap::new();
@@ -693,6 +710,9 @@ impl SloProcessor {
                     at,
                 });
             }
+        }
+        if let Some((b, w)) = &self.burning {
+            b.set(*w, burning_now);
         }
         let wall = self.wall_secs(now);
         for b in &mut self.budgets {

@@ -69,6 +69,8 @@ pub struct SelfMetrics {
     pipeline_queue_capacity: Family<PipelineLabels, Gauge>,
     pipeline_dropped: Family<PipelineLabels, Counter>,
     assembly: crate::analysis::assembly::AssemblyCounters,
+    sampling: crate::processor::tail_sampling::SamplingCounters,
+    embedding_vectors_dropped: Counter,
     alerts_firing: Family<AlertLabels, Gauge>,
     alerts_firing_known: Mutex<std::collections::BTreeSet<(String, String)>>,
     alert_notifications: Family<NotificationLabels, Counter>,
@@ -165,6 +167,8 @@ impl SelfMetrics {
             pipeline_queue_capacity: Default::default(),
             pipeline_dropped: Default::default(),
             assembly: Default::default(),
+            sampling: Default::default(),
+            embedding_vectors_dropped: Default::default(),
             alerts_firing: Default::default(),
             alerts_firing_known: Mutex::new(Default::default()),
             alert_notifications: Default::default(),
@@ -259,6 +263,12 @@ impl SelfMetrics {
             m::ALERT_NOTIFICATIONS,
             "Alert notifications by receiver and result (success, retried, failed, dropped)",
             s.alert_notifications.clone(),
+        );
+        s.sampling.register(&mut r);
+        r.register(
+            m::GENAI_EMBEDDING_VECTORS_DROPPED,
+            "Embedding vectors removed from spans (genai.drop_embedding_vectors)",
+            s.embedding_vectors_dropped.clone(),
         );
         if let Ok(mut reg) = s.registry.lock() {
             *reg = r;
@@ -390,6 +400,16 @@ impl SelfMetrics {
     /// The trace assembler's counters (one set per service).
     pub fn assembly(&self) -> crate::analysis::assembly::AssemblyCounters {
         self.assembly.clone()
+    }
+
+    /// Tail sampling's counters (one set per service).
+    pub fn sampling(&self) -> crate::processor::tail_sampling::SamplingCounters {
+        self.sampling.clone()
+    }
+
+    /// The counter of embedding vectors the genai processor removed.
+    pub fn embedding_vectors_dropped(&self) -> Counter {
+        self.embedding_vectors_dropped.clone()
     }
 
     pub fn pipeline(&self, pipeline: &str) -> PipelineCounters {

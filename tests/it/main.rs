@@ -26,6 +26,7 @@ mod properties;
 mod quality;
 mod receiver_auth;
 mod receiver_errors;
+mod sampling;
 mod sdk;
 mod shutdown;
 mod slo_anomaly;
