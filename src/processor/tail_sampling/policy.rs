@@ -17,8 +17,7 @@ use crate::names::attrs as a;
 use crate::slo::burning::BurningSlo;
 
 /// Where the agent analysis writes an agent run's outcome (`ok`, `error`, `limit_reached`).
-// Move to names.rs with the agent analysis that writes it.
-pub const AGENT_OUTCOME: &str = "rag.agent.outcome";
+pub use crate::names::attrs::AGENT_OUTCOME;
 
 /// One span of a trace being decided, with its resource's attributes.
 pub struct SpanRef<'a> {
