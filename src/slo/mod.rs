@@ -519,7 +519,10 @@ impl SloProcessor {
                                     .sum()
                             })
                         } else {
-                            get_f64(&s.attributes, a::COST_USD).unwrap_or(0.0)
+                            // An agent run costs what its model calls cost.
+                            get_f64(&s.attributes, a::COST_USD)
+                                .or_else(|| get_f64(&s.attributes, a::AGENT_COST_USD))
+                                .unwrap_or(0.0)
                         };
                         cost <= threshold
                     }
@@ -796,8 +799,16 @@ fn stage_of(s: &Span) -> Option<&str> {
     get_str(&s.attributes, a::RAG_STAGE)
 }
 
+/// What `by: model` splits by: a model call's model; an agent run's agent, a tool call's tool
+/// (so agents and tools get SLOs of their own as model calls do).
 fn model_of(s: &Span) -> Option<String> {
-    crate::genai::view(s).model().map(str::to_string)
+    let v = crate::genai::view(s);
+    match v.stage {
+        Some(crate::genai::Stage::Agent) => v.agent_name,
+        Some(crate::genai::Stage::Tool) => v.tool_name,
+        _ => v.model(),
+    }
+    .map(str::to_string)
 }
 
 impl Processor for SloProcessor {

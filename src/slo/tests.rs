@@ -597,3 +597,66 @@ fn no_projection_from_seconds_of_data() {
     assert!((g("rag_budget_projected_spend_usd") - 0.07).abs() < 1e-12);
     assert_eq!(findings.published(), 0);
 }
+
+#[test]
+fn agent_runs_have_slos_of_their_own_split_by_agent() {
+    // `over: agent, by: model` splits agent runs by agent name; a run's cost is its model
+    // calls' (rag.agent.cost.usd).
+    let config = SloProcessorConfig {
+        slos: vec![SloConfig {
+            name: "cheap-runs".into(),
+            kind: SloKind::Cost,
+            objective: 0.9,
+            threshold: Some(Threshold::Number(0.01)),
+            service: None,
+            over: "agent".into(),
+            by: Some(GroupBy::Model),
+            period: Duration::from_secs(100),
+        }],
+        burn_rules: vec![BurnRule {
+            severity: RuleSeverity::Warning,
+            long: Duration::from_secs(60),
+            short: Duration::from_secs(10),
+            burn_rate: 1.0,
+            min_events: 1,
+        }],
+        resolution: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let derived = store();
+    let mut p = SloProcessor::with_clock(
+        config,
+        derived.clone(),
+        Arc::new(Findings::default()),
+        (t0, SystemTime::now()),
+    );
+    let agent = |name: &str, cost: f64| {
+        vec![
+            kv_str(a::RAG_STAGE, "agent"),
+            kv_str("gen_ai.operation.name", "invoke_agent"),
+            kv_str("gen_ai.agent.name", name),
+            kv_f64(a::AGENT_COST_USD, cost),
+        ]
+    };
+    // researcher: 0.05 USD a run (bad); writer: 0.001 (good).
+    feed(
+        &mut p,
+        trace(1, "api", 1.0, false, vec![], agent("researcher", 0.05)),
+        secs(t0, 1.0),
+    );
+    feed(
+        &mut p,
+        trace(2, "api", 1.0, false, vec![], agent("writer", 0.001)),
+        secs(t0, 1.0),
+    );
+    p.evaluate(secs(t0, 2.0));
+    let sli = |scope: &str| {
+        derived.sample(
+            "rag_slo_sli_ratio",
+            &[("slo", "cheap-runs"), ("scope", scope), ("window", "1m")],
+        )
+    };
+    assert_eq!(sli("researcher"), Some(0.0));
+    assert_eq!(sli("writer"), Some(1.0));
+}
