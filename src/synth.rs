@@ -343,17 +343,7 @@ pub fn rag_trace(
         ..Default::default()
     };
     spans.insert(0, root);
-    ResourceSpans {
-        resource: Some(Resource {
-            attributes: vec![kv_str("service.name", &p.service)],
-            ..Default::default()
-        }),
-        scope_spans: vec![ScopeSpans {
-            spans,
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
+    of_service(&p.service, spans)
 }
 
 /// One synthetic agent run, shaped as the GenAI conventions say (pydantic-ai writes this): a
@@ -568,9 +558,14 @@ pub fn agent_trace(
     }
     spans.insert(0, agent);
     spans.insert(0, root);
+    of_service(&p.service, spans)
+}
+
+/// The spans of one service, as one resource.
+fn of_service(service: &str, spans: Vec<Span>) -> ResourceSpans {
     ResourceSpans {
         resource: Some(Resource {
-            attributes: vec![kv_str("service.name", &p.service)],
+            attributes: vec![kv_str("service.name", service)],
             ..Default::default()
         }),
         scope_spans: vec![ScopeSpans {
