@@ -11,7 +11,7 @@ use tokio::sync::{Mutex, Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::wal::{Wal, WalError};
+use super::wal::{RecordId, Wal, WalError};
 use super::{ExportError, Payload, QueueConfig, RetryConfig, Transport};
 use crate::telemetry::ExporterCounters;
 
@@ -35,7 +35,7 @@ enum Backlog {
 
 /// The on-disk queue of one exporter, shared by its handle and its consumers.
 struct Disk {
-    wal: Wal,
+    wal: Arc<Wal>,
     /// A request was written, or the queue closed.
     readable: Notify,
     /// Room was made.
@@ -64,21 +64,24 @@ impl Disk {
                 .await
                 .unwrap_or_else(|e| Err(WalError::Io(format!("the writer task failed: {e}"))));
             match r {
-                Ok(()) => {
+                Ok(_) => {
                     self.readable.notify_one();
                     self.publish();
                     return;
                 }
-                Err(WalError::Full { .. }) if block => {
+                Err(e) if e.is_full() && block => {
+                    // A full device gives room back as other files shrink too: look again
+                    // every second as well as when a delivery made room.
                     tokio::select! {
                         _ = &mut room => continue,
+                        _ = tokio::time::sleep(Duration::from_secs(1)), if matches!(e, WalError::NoSpace(_)) => continue,
                         _ = self.hard_stop.cancelled() => {
                             self.counters.send_failed(signal, items, "shutdown grace period ran out while the on-disk queue was full");
                             return;
                         }
                     }
                 }
-                Err(WalError::Full { .. }) => {
+                Err(e) if e.is_full() => {
                     self.counters.enqueue_failed(signal, items);
                     return;
                 }
@@ -204,6 +207,7 @@ fn start_on_disk(
     let dir = storage.join(dir_name(id));
     let (wal, found) = Wal::open(&dir, queue.storage_max_mib.saturating_mul(1 << 20))
         .map_err(|e| e.to_string())?;
+    let wal = Arc::new(wal);
     tracing::info!(
         exporter = id,
         dir = %dir.display(),
@@ -232,9 +236,22 @@ fn start_on_disk(
         counters: counters.clone(),
         hard_stop,
     };
+    // Acknowledgements are file writes: a task of their own writes them off the async threads
+    // and ends once every consumer has.
+    let (acks, acks_rx) = mpsc::unbounded_channel();
     let mut tasks: Vec<JoinHandle<()>> = (0..queue.num_consumers)
-        .map(|_| tokio::spawn(w.clone().run_disk(disk.clone())))
+        .map(|_| tokio::spawn(w.clone().run_disk(disk.clone(), acks.clone())))
         .collect();
+    drop(acks);
+    let d = disk.clone();
+    tasks.push(tokio::spawn(async move {
+        let wal = d.wal.clone();
+        super::wal::ack_loop(wal, acks_rx, || {
+            d.room.notify_waiters();
+            d.publish();
+        })
+        .await;
+    }));
     tasks.push(tokio::spawn(sync_loop(
         disk.clone(),
         queue.storage_sync_interval,
@@ -309,7 +326,7 @@ impl Worker {
 
     /// Send what the log holds, in order; acknowledge each request delivered or given up on.
     /// What is still on disk when time runs out is sent by the next start.
-    async fn run_disk(self, disk: Arc<Disk>) {
+    async fn run_disk(self, disk: Arc<Disk>, acks: mpsc::UnboundedSender<RecordId>) {
         loop {
             let readable = disk.readable.notified();
             tokio::pin!(readable);
@@ -345,9 +362,8 @@ impl Worker {
                 );
                 return;
             }
-            disk.wal.ack(record.id);
-            disk.room.notify_waiters();
-            disk.publish();
+            // Written by the acknowledgement task, which then makes room.
+            let _ = acks.send(record.id);
         }
     }
 
