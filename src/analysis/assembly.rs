@@ -177,6 +177,8 @@ struct Held {
     deadline: Instant,
     has_root: bool,
     spans: Vec<HeldSpan>,
+    /// The lowest pipeline-log mark of the spans held (see `pipeline::storage`).
+    mark: Option<u64>,
 }
 
 /// Self-metrics of the assembler.
@@ -202,6 +204,9 @@ pub struct TraceAssembly {
     memory: Option<(std::sync::Arc<crate::memory::MemoryLimiter>, u64)>,
     /// Flushing early for the memory limiter (for one log line per episode).
     memory_flushing: bool,
+    /// The pipeline-log mark of the batch being taken, and the held traces' marks (a multiset).
+    input_mark: Option<u64>,
+    marks: std::collections::BTreeMap<u64, usize>,
 }
 
 impl TraceAssembly {
@@ -221,6 +226,19 @@ impl TraceAssembly {
             counters,
             memory: None,
             memory_flushing: false,
+            input_mark: None,
+            marks: Default::default(),
+        }
+    }
+
+    fn unmark(&mut self, mark: Option<u64>) {
+        if let Some(m) = mark
+            && let Some(n) = self.marks.get_mut(&m)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.marks.remove(&m);
+            }
         }
     }
 
@@ -258,6 +276,7 @@ impl TraceAssembly {
         let Some(held) = self.traces.remove(&id) else {
             return;
         };
+        self.unmark(held.mark);
         self.due.remove(&(held.deadline, id));
         self.counters.in_flight.dec();
         if reason == FlushReason::Evicted {
@@ -368,6 +387,7 @@ impl TraceAssembly {
                     deadline,
                     has_root: false,
                     spans: Vec::new(),
+                    mark: None,
                 },
             );
             self.due.insert((deadline, id));
@@ -379,6 +399,18 @@ impl TraceAssembly {
             return;
         };
         held.spans.push(h);
+        // In stream mode the spans have left already: what is held is a copy for the analysis.
+        if self.config.mode == Mode::Hold
+            && let Some(m) = self.input_mark
+            && held.mark.is_none_or(|h| m < h)
+        {
+            let old = held.mark.replace(m);
+            *self.marks.entry(m).or_insert(0) += 1;
+            self.unmark(old);
+        }
+        let Some(held) = self.traces.get_mut(&id) else {
+            return;
+        };
         let full = held.spans.len() >= self.config.max_spans_per_trace;
         if is_root && !held.has_root {
             held.has_root = true;
@@ -634,6 +666,14 @@ impl Processor for TraceAssembly {
             Duration::from_millis(100)
                 .min(self.config.wait_after_root.max(Duration::from_millis(10))),
         )
+    }
+
+    fn input_mark(&mut self, mark: Option<u64>) {
+        self.input_mark = mark;
+    }
+
+    fn held_mark(&self) -> Option<u64> {
+        self.marks.keys().next().copied()
     }
 }
 

@@ -10,14 +10,13 @@ mod otlp_http;
 mod prometheus;
 mod queue;
 mod tls;
-mod wal;
+pub(crate) mod wal;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use prost::Message;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -380,31 +379,40 @@ impl RetryConfig {
     }
 }
 
+/// Something a payload keeps alive until every exporter is done with it (delivered, given up on
+/// and counted, or in the exporter's own on-disk queue): a pipeline log's release of the records
+/// the payload came from. Opaque here; dropped with the payload.
+pub type Release = Box<dyn Send + Sync>;
+
 /// One batch on its way out, shared by every exporter of a pipeline; encoded at most once.
 pub struct Payload {
     pub batch: Batch,
     pub items: usize,
     encoded: OnceLock<Bytes>,
+    _release: Option<Release>,
 }
 
 impl Payload {
-    pub fn new(batch: Batch) -> Arc<Payload> {
+    pub fn new(batch: Batch, release: Option<Release>) -> Arc<Payload> {
         let items = batch.item_count();
         Arc::new(Payload {
             batch,
             items,
             encoded: OnceLock::new(),
+            _release: release,
         })
     }
 
     /// The encoding alone, the decoded batch dropped: for pipelines whose exporters all send
     /// OTLP over the network. A queued request then takes its wire size (about a sixth of the
     /// decoded one), which keeps memory down while a backend is slow.
-    pub fn wire(batch: Batch) -> Arc<Payload> {
+    pub fn wire(batch: Batch, release: Option<Release>) -> Arc<Payload> {
         let (signal, items) = (batch.signal(), batch.item_count());
         let bytes = Bytes::from(encode(&batch));
         drop(batch);
-        Arc::new(Payload::encoded(signal, items, bytes))
+        let mut p = Payload::encoded(signal, items, bytes);
+        p._release = release;
+        Arc::new(p)
     }
 
     /// A request known only by its encoding (read back from the on-disk queue, or made by
@@ -420,6 +428,7 @@ impl Payload {
             batch,
             items,
             encoded: OnceLock::from(bytes),
+            _release: None,
         }
     }
 
@@ -435,11 +444,7 @@ impl Payload {
 }
 
 fn encode(batch: &Batch) -> Vec<u8> {
-    match batch {
-        Batch::Traces(r) => r.encode_to_vec(),
-        Batch::Metrics(r) => r.encode_to_vec(),
-        Batch::Logs(r) => r.encode_to_vec(),
-    }
+    batch.encode_to_vec()
 }
 
 /// What a backend said about a delivered request.

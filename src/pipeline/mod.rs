@@ -4,18 +4,26 @@
 //! takes permits before it hands a request over and the permits travel with the request until
 //! every exporter has it in its own bounded sending queue. So memory is bounded end to end, and a
 //! full pipeline shows up at the receiver, which refuses retryably or waits (`when_full`).
+//!
+//! With `storage`, a request is also appended to the pipeline's log before the receiver answers,
+//! and released once the exporters have its data (see [`storage`]).
 
+pub mod storage;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::exporter::{ExporterHandle, Payload};
-use crate::processor::{self, Processor};
+use crate::processor::{self, Marked, Processor};
 use crate::signal::{Batch, Signal};
 use crate::telemetry::PipelineCounters;
+use storage::{PipelineLog, RecordToken};
 
 /// What a receiver does when a pipeline's queue is full.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -35,6 +43,14 @@ struct Queued {
     items: usize,
     /// Released when every part of the request is with the exporters.
     _permit: Arc<OwnedSemaphorePermit>,
+    /// With a pipeline log: the request's record, kept until every part has been processed.
+    record: Option<Arc<RecordToken>>,
+}
+
+impl Queued {
+    fn mark(&self) -> Option<u64> {
+        self.record.as_ref().map(|r| r.mark)
+    }
 }
 
 /// The sending side of one pipeline's input queue.
@@ -45,6 +61,34 @@ pub struct PipelineInput {
     sem: Arc<Semaphore>,
     capacity: u32,
     counters: PipelineCounters,
+    log: Option<Arc<PipelineLog>>,
+}
+
+impl PipelineInput {
+    fn permits_for(&self, items: usize) -> u32 {
+        (items.max(1) as u32).min(self.capacity)
+    }
+
+    fn put(
+        &self,
+        batch: Batch,
+        items: usize,
+        permit: OwnedSemaphorePermit,
+        record: Option<Arc<RecordToken>>,
+    ) -> Result<(), HandOffError> {
+        self.counters.queue_items.inc_by(items as i64);
+        let q = Queued {
+            batch,
+            items,
+            _permit: Arc::new(permit),
+            record,
+        };
+        if self.tx.send(q).is_err() {
+            self.counters.queue_items.dec_by(items as i64);
+            return Err(HandOffError::Closed(self.id.to_string()));
+        }
+        Ok(())
+    }
 }
 
 /// Every pipeline one receiver feeds for one signal.
@@ -60,6 +104,9 @@ pub enum HandOffError {
     Full(String),
     #[error("pipeline {0} is shutting down")]
     Closed(String),
+    /// The pipeline's log cannot take the request: full, the disk full, or failing.
+    #[error("pipeline {pipeline}: {message}")]
+    Storage { pipeline: String, message: String },
 }
 
 impl Fanin {
@@ -76,7 +123,7 @@ impl Fanin {
         let items = batch.item_count();
         let mut permits = Vec::with_capacity(self.inputs.len());
         for input in &self.inputs {
-            let n = (items.max(1) as u32).min(input.capacity);
+            let n = input.permits_for(items);
             let permit = match when_full {
                 WhenFull::Refuse => {
                     input
@@ -101,28 +148,41 @@ impl Fanin {
             };
             permits.push(permit);
         }
+        // With a log: the request is on disk in every pipeline's log before anyone has it.
+        let mut records: Vec<Option<Arc<RecordToken>>> = Vec::with_capacity(self.inputs.len());
+        let mut encoded: Option<Bytes> = None;
+        for input in &self.inputs {
+            let Some(log) = &input.log else {
+                records.push(None);
+                continue;
+            };
+            let bytes = encoded
+                .get_or_insert_with(|| Bytes::from(batch.encode_to_vec()))
+                .clone();
+            match log.append(batch.signal(), items, bytes).await {
+                Ok(token) => records.push(Some(token)),
+                // Records already written for the other pipelines are released as their tokens
+                // drop here: the request is refused as a whole and the client sends it again.
+                Err(e) => {
+                    return Err(HandOffError::Storage {
+                        pipeline: input.id.to_string(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
         let last = self.inputs.len().saturating_sub(1);
         let mut batch = Some(batch);
-        for (i, (input, permit)) in self.inputs.iter().zip(permits).enumerate() {
+        for (i, ((input, permit), record)) in
+            self.inputs.iter().zip(permits).zip(records).enumerate()
+        {
             let b = if i == last {
                 batch.take()
             } else {
                 batch.clone()
             };
             let Some(b) = b else { break };
-            input.counters.queue_items.inc_by(items as i64);
-            if input
-                .tx
-                .send(Queued {
-                    batch: b,
-                    items,
-                    _permit: Arc::new(permit),
-                })
-                .is_err()
-            {
-                input.counters.queue_items.dec_by(items as i64);
-                return Err(HandOffError::Closed(input.id.to_string()));
-            }
+            input.put(b, items, permit, record)?;
         }
         Ok(())
     }
@@ -134,23 +194,67 @@ pub struct Pipeline {
     pub signal: Signal,
     pub input: PipelineInput,
     pub task: JoinHandle<()>,
+    /// With `storage`: the log, and the tasks that replay what the last run left and write
+    /// acknowledgements (ends after [`PipelineLog::close`]).
+    pub log: Option<Arc<PipelineLog>>,
+    pub storage_tasks: Vec<JoinHandle<()>>,
+}
+
+/// Where and how a pipeline keeps its log (`service.pipelines.<id>.storage`).
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    pub sync_interval: Duration,
+}
+
+/// What a pipeline is made of.
+pub struct PipelineParts {
+    pub queue_size: usize,
+    pub chains: Vec<Vec<Box<dyn Processor>>>,
+    pub exporters: Vec<ExporterHandle>,
+    pub storage: Option<StorageSettings>,
 }
 
 impl Pipeline {
     /// Start the pipeline task. `hard_stop` fires when the shutdown grace period has run out:
-    /// whatever is still held is then counted as dropped.
+    /// whatever is still held is then counted as dropped. `stop_intake` fires when receivers
+    /// stop: the replay of the log (if any) stops too, leaving the rest for the next start.
     pub fn start(
         id: &str,
         signal: Signal,
-        queue_size: usize,
-        mut chains: Vec<Vec<Box<dyn Processor>>>,
-        exporters: Vec<ExporterHandle>,
+        parts: PipelineParts,
         counters: PipelineCounters,
         hard_stop: CancellationToken,
-    ) -> Pipeline {
+        stop_intake: CancellationToken,
+    ) -> Result<Pipeline, String> {
+        let PipelineParts {
+            queue_size,
+            mut chains,
+            exporters,
+            storage,
+        } = parts;
         let capacity = queue_size
             .min(Semaphore::MAX_PERMITS)
             .min(u32::MAX as usize) as u32;
+        let mut storage_tasks = Vec::new();
+        let (log, found) = match &storage {
+            Some(st) => {
+                let (log, found, task) = PipelineLog::open(
+                    id,
+                    &st.dir,
+                    st.max_bytes,
+                    st.sync_interval,
+                    chains.len(),
+                    counters.clone(),
+                    hard_stop.clone(),
+                )
+                .map_err(|e| format!("pipeline {id}: storage: {e}"))?;
+                storage_tasks.push(task);
+                (Some(log), found.requests)
+            }
+            None => (None, 0),
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         counters.queue_capacity.set(capacity as i64);
         let input = PipelineInput {
@@ -159,6 +263,7 @@ impl Pipeline {
             sem: Arc::new(Semaphore::new(capacity as usize)),
             capacity,
             counters: counters.clone(),
+            log: log.clone(),
         };
         let task = if chains.len() <= 1 {
             let runner = Runner {
@@ -167,6 +272,8 @@ impl Pipeline {
                 exporters,
                 counters,
                 hard_stop,
+                log: log.clone(),
+                shard: 0,
             };
             tokio::spawn(runner.run(rx))
         } else {
@@ -174,7 +281,7 @@ impl Pipeline {
             // of a trace to the same shard, so each shard sees whole traces.
             let mut shard_txs = Vec::new();
             let mut shard_tasks = Vec::new();
-            for chain in chains {
+            for (shard, chain) in chains.into_iter().enumerate() {
                 let (stx, srx) = mpsc::unbounded_channel();
                 let runner = Runner {
                     signal,
@@ -182,19 +289,104 @@ impl Pipeline {
                     exporters: exporters.clone(),
                     counters: counters.clone(),
                     hard_stop: hard_stop.clone(),
+                    log: log.clone(),
+                    shard,
                 };
                 shard_txs.push(stx);
                 shard_tasks.push(tokio::spawn(runner.run(srx)));
             }
             tokio::spawn(route(rx, shard_txs, shard_tasks, counters, hard_stop))
         };
-        Pipeline {
+        if let Some(log) = &log
+            && found > 0
+        {
+            storage_tasks.push(tokio::spawn(replay(
+                log.clone(),
+                input.clone(),
+                signal,
+                stop_intake,
+            )));
+        }
+        Ok(Pipeline {
             id: id.to_string(),
             signal,
             input,
             task,
-        }
+            log,
+            storage_tasks,
+        })
     }
+}
+
+/// Send what the last run left in the log through the pipeline again, waiting for room in its
+/// queue; stop when the receivers do (the rest stays for the next start).
+async fn replay(
+    log: Arc<PipelineLog>,
+    input: PipelineInput,
+    signal: Signal,
+    stop: CancellationToken,
+) {
+    let (mut requests, mut items_total) = (0u64, 0u64);
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            r = log.next_left_by_last_run() => r,
+        };
+        let record = match next {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::error!(pipeline = %log.id(), error = %e, "pipeline log: cannot read what the last run left; the rest is replayed by the next start");
+                break;
+            }
+        };
+        let batch = match Batch::decode(record.signal, &record.payload) {
+            Ok(b) if b.signal() == signal => b,
+            Ok(b) => {
+                tracing::error!(pipeline = %log.id(), signal = %b.signal(), items = record.items, "pipeline log: a record of another signal; discarded");
+                log.counters().dropped(
+                    b.signal(),
+                    record.items,
+                    "a record of another signal in the pipeline log",
+                );
+                log.discard(record.id);
+                continue;
+            }
+            Err(e) => {
+                log.counters().dropped(
+                    signal,
+                    record.items,
+                    &format!("a record of the pipeline log does not decode: {e}"),
+                );
+                log.discard(record.id);
+                continue;
+            }
+        };
+        let items = batch.item_count();
+        let permit = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            p = input.sem.clone().acquire_many_owned(input.permits_for(items)) => p,
+        };
+        let Ok(permit) = permit else { break };
+        let token = log.register(record.id);
+        let mark = token.mark;
+        if input.put(batch, items, permit, Some(token)).is_err() {
+            // The pipeline has stopped: the record stays in the log for the next start.
+            log.abandon(mark);
+            break;
+        }
+        requests += 1;
+        items_total += items as u64;
+        log.counters().replayed.inc_by(items as u64);
+    }
+    tracing::info!(
+        pipeline = %log.id(),
+        requests,
+        items = items_total,
+        "pipeline log: replayed what the last run left (delivery is at least once: some may have been delivered before)"
+    );
 }
 
 /// Split each request by trace id over the shards; the shards are bounded by the pipeline's
@@ -225,8 +417,13 @@ async fn route(
                 items: 0,
                 batch,
                 _permit: q._permit.clone(),
+                record: q.record.clone(),
             };
             if let Err(e) = tx.send(part) {
+                // Counted as dropped, and kept in the log (if any) for the next start.
+                if let Some(r) = &e.0.record {
+                    r.abandon();
+                }
                 let n = e.0.batch.item_count();
                 counters.dropped(e.0.batch.signal(), n, "a pipeline shard has stopped");
             }
@@ -315,6 +512,9 @@ struct Runner {
     exporters: Vec<ExporterHandle>,
     counters: PipelineCounters,
     hard_stop: CancellationToken,
+    /// With `storage`: the log this runner reports what it holds to, as shard `shard`.
+    log: Option<Arc<PipelineLog>>,
+    shard: usize,
 }
 
 impl Runner {
@@ -334,15 +534,19 @@ impl Runner {
                 msg = rx.recv() => {
                     let Some(q) = msg else { break };
                     self.counters.queue_items.dec_by(q.items as i64);
-                    let out = processor::run_chain(&mut self.chain, vec![q.batch], Instant::now());
+                    let mark = q.mark();
+                    let out = processor::run_chain_marked(&mut self.chain, vec![(q.batch, mark)], Instant::now());
                     if !self.deliver(out).await {
                         break;
                     }
-                    // The permit (q._permit) is released here, once exporters hold the data.
+                    // The permit (q._permit) is released here, once exporters hold the data, and
+                    // the record (q.record) is processed: what is left of it is held or sent.
+                    drop(q._permit);
+                    drop(q.record);
                 }
                 _ = self.hard_stop.cancelled() => break,
                 _ = ticker.tick(), if ticking => {
-                    let out = processor::tick_chain(&mut self.chain, Instant::now());
+                    let out = processor::tick_chain_marked(&mut self.chain, Instant::now());
                     if !self.deliver(out).await {
                         break;
                     }
@@ -350,9 +554,10 @@ impl Runner {
             }
         }
         // Input closed (receivers stopped) or the hard stop fired: flush what stages hold.
-        let out = processor::shutdown_chain(&mut self.chain, Instant::now());
+        let out = processor::shutdown_chain_marked(&mut self.chain, Instant::now());
         self.deliver(out).await;
-        // Whatever is still queued after a hard stop is counted, never silently lost.
+        // Whatever is still queued after a hard stop is counted, never silently lost (and stays
+        // in the log, if any: nothing is released after the hard stop).
         rx.close();
         while let Some(q) = rx.recv().await {
             self.counters.queue_items.dec_by(q.items as i64);
@@ -361,19 +566,28 @@ impl Runner {
         }
     }
 
-    /// Fan a batch out to every exporter; false once the hard stop has fired.
-    async fn deliver(&mut self, batches: Vec<Batch>) -> bool {
-        for b in batches {
-            let items = b.item_count();
-            if items == 0 {
-                continue;
-            }
-            let payload =
-                if !self.exporters.is_empty() && self.exporters.iter().all(|e| e.wire_only()) {
-                    Payload::wire(b)
+    /// Fan batches out to every exporter; false once the hard stop has fired.
+    async fn deliver(&mut self, batches: Vec<Marked>) -> bool {
+        let wire = !self.exporters.is_empty() && self.exporters.iter().all(|e| e.wire_only());
+        let payloads: Vec<Arc<Payload>> = batches
+            .into_iter()
+            .filter(|(b, _)| b.item_count() > 0)
+            .map(|(b, mark)| {
+                let release = self.log.as_ref().and_then(|l| l.guard(mark));
+                if wire {
+                    Payload::wire(b, release)
                 } else {
-                    Payload::new(b)
-                };
+                    Payload::new(b, release)
+                }
+            })
+            .collect();
+        // The batches let out carry their marks now: only then may the log learn that the
+        // processors hold less (see `storage`).
+        if let Some(log) = &self.log {
+            log.set_held(self.shard, processor::held_mark(&self.chain));
+        }
+        for payload in payloads {
+            let items = payload.items;
             for e in &self.exporters {
                 tokio::select! {
                     biased;

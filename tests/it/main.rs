@@ -21,6 +21,7 @@ mod memory_limiter;
 mod page;
 mod page_browser;
 mod passthrough;
+mod pipeline_log;
 mod properties;
 mod quality;
 mod receiver_auth;

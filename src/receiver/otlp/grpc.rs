@@ -160,7 +160,8 @@ impl Svc {
                     }
                     IngestError::Full(after)
                     | IngestError::Closed(after)
-                    | IngestError::Memory(after) => {
+                    | IngestError::Memory(after)
+                    | IngestError::Storage(after, _) => {
                         self.0.counters.request("refused");
                         Status::with_error_details(
                             Code::Unavailable,

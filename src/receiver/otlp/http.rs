@@ -296,15 +296,16 @@ async fn receive(
                 "no_pipeline",
                 message,
             ),
-            IngestError::Full(after) | IngestError::Closed(after) | IngestError::Memory(after) => {
-                Refusal {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    grpc_code: tonic::Code::Unavailable,
-                    message,
-                    retry_after: Some(after),
-                    outcome: "refused",
-                }
-            }
+            IngestError::Full(after)
+            | IngestError::Closed(after)
+            | IngestError::Memory(after)
+            | IngestError::Storage(after, _) => Refusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                grpc_code: tonic::Code::Unavailable,
+                message,
+                retry_after: Some(after),
+                outcome: "refused",
+            },
         }
     })
 }
