@@ -241,6 +241,7 @@ impl Service {
                 .collect();
             let parts = PipelineParts {
                 queue_size: p.queue_size,
+                queue_max_bytes: p.queue_max_mib.saturating_mul(1 << 20),
                 chains,
                 exporters: handles,
                 storage: p.storage.as_ref().map(|dir| StorageSettings {

@@ -38,6 +38,10 @@ pub struct TraceAssemblyConfig {
     /// Spans held per trace (default 10,000); past it the trace is flushed as partial.
     #[serde(default = "default_max_spans")]
     pub max_spans_per_trace: usize,
+    /// The spans held, in MiB of their OTLP encoding (default 32; in memory they take about
+    /// three to five times that); past it the oldest traces are flushed as partial (counted).
+    #[serde(default = "default_max_held_mib")]
+    pub max_held_mib: u64,
     /// A stage owning at least this share of the critical path is the trace's bottleneck
     /// (default 0.4).
     #[serde(default = "default_min_share")]
@@ -74,6 +78,9 @@ fn default_max_traces() -> usize {
 fn default_max_spans() -> usize {
     10_000
 }
+fn default_max_held_mib() -> u64 {
+    32
+}
 
 impl Default for TraceAssemblyConfig {
     fn default() -> Self {
@@ -83,6 +90,7 @@ impl Default for TraceAssemblyConfig {
             max_trace_age: default_max_trace_age(),
             max_traces: default_max_traces(),
             max_spans_per_trace: default_max_spans(),
+            max_held_mib: default_max_held_mib(),
             min_share: default_min_share(),
             patterns: Default::default(),
         }
@@ -111,6 +119,9 @@ impl Validate for TraceAssemblyConfig {
         }
         self.patterns
             .validate(&format!("{path}.patterns"), problems);
+        if self.max_held_mib == 0 {
+            problems.push(&format!("{path}.max_held_mib"), "must be greater than zero");
+        }
         if self.max_spans_per_trace == 0 {
             problems.push(
                 &format!("{path}.max_spans_per_trace"),
@@ -149,7 +160,7 @@ pub enum FlushReason {
     Complete,
     /// `max_trace_age` passed.
     Age,
-    /// `max_traces` was reached and this was the oldest.
+    /// `max_traces` or `max_held_mib` was reached and this was the oldest.
     Evicted,
     /// `max_spans_per_trace` was reached.
     TooManySpans,
@@ -179,6 +190,8 @@ struct Held {
     spans: Vec<HeldSpan>,
     /// The lowest pipeline-log mark of the spans held (see `pipeline::storage`).
     mark: Option<u64>,
+    /// The spans' encoded size.
+    bytes: usize,
 }
 
 /// Self-metrics of the assembler.
@@ -207,6 +220,10 @@ pub struct TraceAssembly {
     /// The pipeline-log mark of the batch being taken, and the held traces' marks (a multiset).
     input_mark: Option<u64>,
     marks: std::collections::BTreeMap<u64, usize>,
+    /// The encoded size of every span held, against `max_held_mib`.
+    held_bytes: usize,
+    /// Flushing early for `max_held_mib` (for one log line per episode).
+    bytes_flushing: bool,
 }
 
 impl TraceAssembly {
@@ -228,6 +245,8 @@ impl TraceAssembly {
             memory_flushing: false,
             input_mark: None,
             marks: Default::default(),
+            held_bytes: 0,
+            bytes_flushing: false,
         }
     }
 
@@ -277,6 +296,7 @@ impl TraceAssembly {
             return;
         };
         self.unmark(held.mark);
+        self.held_bytes = self.held_bytes.saturating_sub(held.bytes);
         self.due.remove(&(held.deadline, id));
         self.counters.in_flight.dec();
         if reason == FlushReason::Evicted {
@@ -388,6 +408,7 @@ impl TraceAssembly {
                     has_root: false,
                     spans: Vec::new(),
                     mark: None,
+                    bytes: 0,
                 },
             );
             self.due.insert((deadline, id));
@@ -395,10 +416,13 @@ impl TraceAssembly {
             self.counters.in_flight.inc();
         }
         let is_root = h.span.parent_span_id.is_empty();
+        let size = prost::Message::encoded_len(&h.span);
         let Some(held) = self.traces.get_mut(&id) else {
             return;
         };
         held.spans.push(h);
+        held.bytes += size;
+        self.held_bytes += size;
         // In stream mode the spans have left already: what is held is a copy for the analysis.
         if self.config.mode == Mode::Hold
             && let Some(m) = self.input_mark
@@ -425,12 +449,40 @@ impl TraceAssembly {
         if full {
             self.flush(id, FlushReason::TooManySpans, now, flushed);
         }
+        self.bound_bytes(now, flushed);
         // Drop stale entries of the age queue now and then, so it stays bounded.
         while let Some((_, front)) = self.age.front() {
             if self.traces.contains_key(front) {
                 break;
             }
             self.age.pop_front();
+        }
+    }
+
+    /// Over `max_held_mib`: flush the oldest traces until under it, counted as evictions.
+    fn bound_bytes(&mut self, now: Instant, flushed: &mut Vec<AssembledTrace>) {
+        let max =
+            usize::try_from(self.config.max_held_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        if self.held_bytes <= max {
+            self.bytes_flushing = false;
+            return;
+        }
+        if !self.bytes_flushing {
+            self.bytes_flushing = true;
+            tracing::warn!(
+                held_mib = self.held_bytes >> 20,
+                max_held_mib = self.config.max_held_mib,
+                traces_held = self.traces.len(),
+                "trace assembly holds more than max_held_mib: flushing the oldest traces early (counted in ragwatch_trace_evictions_total)"
+            );
+        }
+        while self.held_bytes > max {
+            let Some((_, oldest)) = self.age.pop_front() else {
+                break;
+            };
+            if self.traces.contains_key(&oldest) {
+                self.flush(oldest, FlushReason::Evicted, now, flushed);
+            }
         }
     }
 

@@ -75,6 +75,11 @@ pub struct PipelineConfig {
     /// 50,000). When it is full, receivers refuse retryably or wait (their `when_full`).
     #[serde(default = "default_queue_size")]
     pub queue_size: usize,
+    /// The input queue's byte budget, in MiB of the queued requests' OTLP encoding (default
+    /// 16; decoded, a request takes about three to five times its encoding in memory). Whichever
+    /// of `queue_size` and this fills first makes receivers refuse retryably or wait.
+    #[serde(default = "default_queue_max_mib")]
+    pub queue_max_mib: u64,
     /// Parallel copies of the pipeline's processors, with spans routed by trace id so each copy
     /// sees whole traces. Default: the number of cores for a traces pipeline with
     /// `trace_assembly`, else 1.
@@ -102,6 +107,10 @@ fn default_queue_size() -> usize {
 
 fn default_storage_mib() -> u64 {
     1024
+}
+
+fn default_queue_max_mib() -> u64 {
+    16
 }
 
 fn default_sync_interval() -> Duration {
@@ -269,6 +278,9 @@ impl Validate for ServiceConfig {
             }
             if p.queue_size == 0 {
                 problems.push(&format!("{pp}.queue_size"), "must be greater than zero");
+            }
+            if p.queue_max_mib == 0 {
+                problems.push(&format!("{pp}.queue_max_mib"), "must be greater than zero");
             }
             if p.storage_max_mib == 0 {
                 problems.push(

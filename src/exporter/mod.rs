@@ -211,6 +211,10 @@ pub struct QueueConfig {
     /// Requests the queue holds (default 1000).
     #[serde(default = "default_queue_size")]
     pub queue_size: usize,
+    /// The in-memory queue's byte budget, in MiB of the requests' OTLP encoding (default 32).
+    /// Whichever of `queue_size` and this fills first counts as full. Not for `storage`.
+    #[serde(default = "default_queue_max_mib")]
+    pub queue_max_mib: u64,
     /// Concurrent senders (default 10).
     #[serde(default = "default_consumers")]
     pub num_consumers: usize,
@@ -238,6 +242,7 @@ impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
             queue_size: default_queue_size(),
+            queue_max_mib: default_queue_max_mib(),
             num_consumers: default_consumers(),
             block_on_overflow: true,
             storage: None,
@@ -257,6 +262,9 @@ fn default_sync_interval() -> Duration {
 fn default_queue_size() -> usize {
     1000
 }
+fn default_queue_max_mib() -> u64 {
+    32
+}
 fn default_consumers() -> usize {
     10
 }
@@ -268,6 +276,12 @@ impl QueueConfig {
     fn validate(&self, path: &str, problems: &mut Problems) {
         if self.queue_size == 0 {
             problems.push(&format!("{path}.queue_size"), "must be greater than zero");
+        }
+        if self.queue_max_mib == 0 {
+            problems.push(
+                &format!("{path}.queue_max_mib"),
+                "must be greater than zero",
+            );
         }
         if self.num_consumers == 0 {
             problems.push(
@@ -434,6 +448,13 @@ impl Payload {
 
     pub fn signal(&self) -> Signal {
         self.batch.signal()
+    }
+
+    /// The request's OTLP encoded size (computed, not encoded, when not encoded yet).
+    pub fn size(&self) -> usize {
+        self.encoded
+            .get()
+            .map_or_else(|| self.batch.encoded_len(), Bytes::len)
     }
 
     /// The OTLP protobuf encoding of the request.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::RngExt;
-use tokio::sync::{Mutex, Notify, mpsc};
+use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -29,9 +29,20 @@ pub struct ExporterHandle {
 /// Where a handle puts requests: exactly one of the two queues.
 #[derive(Clone)]
 enum Backlog {
-    Memory(mpsc::Sender<Arc<Payload>>),
+    Memory(Memory),
     Disk(Arc<CloseOnDrop>),
 }
+
+/// The in-memory queue: bounded in requests (the channel) and in bytes (`queue_max_mib`, KiB
+/// permits held by each request until it has been delivered or given up on).
+#[derive(Clone)]
+struct Memory {
+    tx: mpsc::Sender<Queued>,
+    kib: Arc<Semaphore>,
+    kib_cap: u32,
+}
+
+type Queued = (Arc<Payload>, OwnedSemaphorePermit);
 
 /// The on-disk queue of one exporter, shared by its handle and its consumers.
 struct Disk {
@@ -121,19 +132,32 @@ impl ExporterHandle {
 
     /// Put a payload in the queue: wait for room when `block_on_overflow`, else drop and count.
     pub async fn enqueue(&self, p: Arc<Payload>) {
-        let tx = match &self.queue {
+        let m = match &self.queue {
             Backlog::Disk(d) => return d.0.append(&p, self.block).await,
-            Backlog::Memory(tx) => tx,
+            Backlog::Memory(m) => m,
         };
         let (signal, items) = (p.signal(), p.items);
+        // A request larger than the whole budget takes all of it, so it still goes (alone).
+        let k = (p.size().div_ceil(1024).max(1) as u64).min(u64::from(m.kib_cap)) as u32;
         self.counters.queue_size.inc();
         let result = if self.block {
-            tx.send(p).await.map_err(|_| "the exporter has stopped")
+            match m.kib.clone().acquire_many_owned(k).await {
+                Ok(room) => {
+                    m.tx.send((p, room))
+                        .await
+                        .map_err(|_| "the exporter has stopped")
+                }
+                Err(_) => Err("the exporter has stopped"),
+            }
         } else {
-            tx.try_send(p).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => "full",
-                mpsc::error::TrySendError::Closed(_) => "the exporter has stopped",
-            })
+            match m.kib.clone().try_acquire_many_owned(k) {
+                Ok(room) => m.tx.try_send((p, room)).map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => "full",
+                    mpsc::error::TrySendError::Closed(_) => "the exporter has stopped",
+                }),
+                Err(tokio::sync::TryAcquireError::NoPermits) => Err("full"),
+                Err(tokio::sync::TryAcquireError::Closed) => Err("the exporter has stopped"),
+            }
         };
         if let Err(why) = result {
             self.counters.queue_size.dec();
@@ -162,6 +186,10 @@ pub(super) fn start(
     }
     let (tx, rx) = mpsc::channel(queue.queue_size);
     counters.queue_capacity.set(queue.queue_size as i64);
+    let kib_cap = queue
+        .queue_max_mib
+        .saturating_mul(1024)
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize) as u64) as u32;
     let rx = Arc::new(Mutex::new(rx));
     let w = Worker {
         transport,
@@ -174,7 +202,11 @@ pub(super) fn start(
         .collect();
     let handle = ExporterHandle {
         id: Arc::from(id),
-        queue: Backlog::Memory(tx),
+        queue: Backlog::Memory(Memory {
+            tx,
+            kib: Arc::new(Semaphore::new(kib_cap as usize)),
+            kib_cap,
+        }),
         block: queue.block_on_overflow,
         wire_only,
         counters,
@@ -298,7 +330,7 @@ struct Worker {
 const INTERRUPTED: &str = "shutdown grace period ran out";
 
 impl Worker {
-    async fn run_memory(self, rx: Arc<Mutex<mpsc::Receiver<Arc<Payload>>>>) {
+    async fn run_memory(self, rx: Arc<Mutex<mpsc::Receiver<Queued>>>) {
         loop {
             let next = {
                 let mut rx = rx.lock().await;
@@ -308,7 +340,7 @@ impl Worker {
                     _ = self.hard_stop.cancelled() => {
                         // Out of time: count everything still queued, then stop.
                         rx.close();
-                        while let Some(p) = rx.recv().await {
+                        while let Some((p, _room)) = rx.recv().await {
                             self.counters.queue_size.dec();
                             self.counters.send_failed(p.signal(), p.items, INTERRUPTED);
                         }
@@ -316,7 +348,8 @@ impl Worker {
                     }
                 }
             };
-            let Some(p) = next else { return };
+            // The room the request takes is given back once it is delivered or given up on.
+            let Some((p, _room)) = next else { return };
             self.counters.queue_size.dec();
             if !self.deliver(&p).await {
                 self.counters.send_failed(p.signal(), p.items, INTERRUPTED);

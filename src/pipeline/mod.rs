@@ -42,7 +42,7 @@ struct Queued {
     /// sharded pipeline's router hands on).
     items: usize,
     /// Released when every part of the request is with the exporters.
-    _permit: Arc<OwnedSemaphorePermit>,
+    _permit: Arc<Permit>,
     /// With a pipeline log: the request's record, kept until every part has been processed.
     record: Option<Arc<RecordToken>>,
 }
@@ -53,27 +53,94 @@ impl Queued {
     }
 }
 
+/// A pipeline queue's room: items, and bytes (KiB of the requests' encoded size).
+struct Budget {
+    items: Arc<Semaphore>,
+    items_cap: u32,
+    kib: Arc<Semaphore>,
+    kib_cap: u32,
+}
+
+/// Room taken in a pipeline queue, given back when dropped.
+struct Permit {
+    _items: OwnedSemaphorePermit,
+    _kib: OwnedSemaphorePermit,
+}
+
+enum NoRoom {
+    Full,
+    Closed,
+}
+
+impl Budget {
+    fn new(items: usize, bytes: u64) -> Budget {
+        let cap = |n: u64| n.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize) as u64) as u32;
+        let (items_cap, kib_cap) = (cap(items as u64), cap(bytes.div_ceil(1024)));
+        Budget {
+            items: Arc::new(Semaphore::new(items_cap as usize)),
+            items_cap,
+            kib: Arc::new(Semaphore::new(kib_cap as usize)),
+            kib_cap,
+        }
+    }
+
+    /// Room for a request of `items` items and `bytes` encoded bytes. A request larger than
+    /// the whole queue takes all of it (it waits for an empty queue rather than never fitting).
+    async fn take(&self, items: usize, bytes: usize, wait: bool) -> Result<Permit, NoRoom> {
+        let n = (items.max(1) as u64).min(u64::from(self.items_cap)) as u32;
+        let k = (bytes.div_ceil(1024).max(1) as u64).min(u64::from(self.kib_cap)) as u32;
+        let closed = |_| NoRoom::Closed;
+        if wait {
+            let i = self
+                .items
+                .clone()
+                .acquire_many_owned(n)
+                .await
+                .map_err(closed)?;
+            let b = self
+                .kib
+                .clone()
+                .acquire_many_owned(k)
+                .await
+                .map_err(closed)?;
+            return Ok(Permit { _items: i, _kib: b });
+        }
+        let no = |e| match e {
+            tokio::sync::TryAcquireError::NoPermits => NoRoom::Full,
+            tokio::sync::TryAcquireError::Closed => NoRoom::Closed,
+        };
+        let i = self.items.clone().try_acquire_many_owned(n).map_err(no)?;
+        let b = self.kib.clone().try_acquire_many_owned(k).map_err(no)?;
+        Ok(Permit { _items: i, _kib: b })
+    }
+}
+
 /// The sending side of one pipeline's input queue.
 #[derive(Clone)]
 pub struct PipelineInput {
     id: Arc<str>,
     tx: mpsc::UnboundedSender<Queued>,
-    sem: Arc<Semaphore>,
-    capacity: u32,
+    budget: Arc<Budget>,
     counters: PipelineCounters,
     log: Option<Arc<PipelineLog>>,
 }
 
 impl PipelineInput {
-    fn permits_for(&self, items: usize) -> u32 {
-        (items.max(1) as u32).min(self.capacity)
+    async fn room(&self, items: usize, bytes: usize, wait: bool) -> Result<Permit, HandOffError> {
+        self.budget
+            .take(items, bytes, wait)
+            .await
+            .map_err(|e| match e {
+                NoRoom::Full => HandOffError::Full(self.id.to_string()),
+                NoRoom::Closed => HandOffError::Closed(self.id.to_string()),
+            })
     }
 
     fn put(
         &self,
         batch: Batch,
         items: usize,
-        permit: OwnedSemaphorePermit,
+        permit: Permit,
         record: Option<Arc<RecordToken>>,
     ) -> Result<(), HandOffError> {
         self.counters.queue_items.inc_by(items as i64);
@@ -121,32 +188,14 @@ impl Fanin {
     /// Hand a batch to every pipeline, all or nothing: permits for all of them first.
     pub async fn send(&self, batch: Batch, when_full: WhenFull) -> Result<(), HandOffError> {
         let items = batch.item_count();
+        let bytes = batch.encoded_len();
         let mut permits = Vec::with_capacity(self.inputs.len());
         for input in &self.inputs {
-            let n = input.permits_for(items);
-            let permit = match when_full {
-                WhenFull::Refuse => {
-                    input
-                        .sem
-                        .clone()
-                        .try_acquire_many_owned(n)
-                        .map_err(|e| match e {
-                            tokio::sync::TryAcquireError::NoPermits => {
-                                HandOffError::Full(input.id.to_string())
-                            }
-                            tokio::sync::TryAcquireError::Closed => {
-                                HandOffError::Closed(input.id.to_string())
-                            }
-                        })?
-                }
-                WhenFull::Block => input
-                    .sem
-                    .clone()
-                    .acquire_many_owned(n)
-                    .await
-                    .map_err(|_| HandOffError::Closed(input.id.to_string()))?,
-            };
-            permits.push(permit);
+            permits.push(
+                input
+                    .room(items, bytes, when_full == WhenFull::Block)
+                    .await?,
+            );
         }
         // With a log: the request is on disk in every pipeline's log before anyone has it.
         let mut records: Vec<Option<Arc<RecordToken>>> = Vec::with_capacity(self.inputs.len());
@@ -211,6 +260,8 @@ pub struct StorageSettings {
 /// What a pipeline is made of.
 pub struct PipelineParts {
     pub queue_size: usize,
+    /// The queue's byte budget (the encoded size of the requests in it).
+    pub queue_max_bytes: u64,
     pub chains: Vec<Vec<Box<dyn Processor>>>,
     pub exporters: Vec<ExporterHandle>,
     pub storage: Option<StorageSettings>,
@@ -230,13 +281,12 @@ impl Pipeline {
     ) -> Result<Pipeline, String> {
         let PipelineParts {
             queue_size,
+            queue_max_bytes,
             mut chains,
             exporters,
             storage,
         } = parts;
-        let capacity = queue_size
-            .min(Semaphore::MAX_PERMITS)
-            .min(u32::MAX as usize) as u32;
+        let budget = Arc::new(Budget::new(queue_size, queue_max_bytes));
         let mut storage_tasks = Vec::new();
         let (log, found) = match &storage {
             Some(st) => {
@@ -256,12 +306,11 @@ impl Pipeline {
             None => (None, 0),
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        counters.queue_capacity.set(capacity as i64);
+        counters.queue_capacity.set(i64::from(budget.items_cap));
         let input = PipelineInput {
             id: Arc::from(id),
             tx,
-            sem: Arc::new(Semaphore::new(capacity as usize)),
-            capacity,
+            budget,
             counters: counters.clone(),
             log: log.clone(),
         };
@@ -367,7 +416,7 @@ async fn replay(
         let permit = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            p = input.sem.clone().acquire_many_owned(input.permits_for(items)) => p,
+            p = input.room(items, record.payload.len(), true) => p,
         };
         let Ok(permit) = permit else { break };
         let token = log.register(record.id);
@@ -606,6 +655,28 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes_as_well_as_items() {
+        // 1000 items, 8 KiB.
+        let b = Budget::new(1000, 8 * 1024);
+        let first = b.take(10, 6 * 1024, false).await;
+        assert!(first.is_ok());
+        // 10 items fit, 3 KiB do not: refused although the items would fit.
+        assert!(matches!(
+            b.take(10, 3 * 1024, false).await,
+            Err(NoRoom::Full)
+        ));
+        let third = b.take(10, 2 * 1024, false).await;
+        assert!(third.is_ok());
+        drop(first);
+        // A request larger than the whole budget takes all of it, once the queue is empty.
+        let all = b.take(1, 1 << 20, false).await;
+        assert!(matches!(all, Err(NoRoom::Full)), "2 KiB are still taken");
+        drop(third);
+        assert!(b.take(1, 1 << 20, false).await.is_ok());
+    }
+
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
