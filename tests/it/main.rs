@@ -17,6 +17,7 @@ mod interop_alertmanager;
 mod interop_prometheus;
 mod interop_python;
 mod loadgen;
+mod loose_ends;
 mod memory_limiter;
 mod page;
 mod page_browser;

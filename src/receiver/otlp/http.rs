@@ -162,6 +162,15 @@ pub(crate) struct Refusal {
 }
 
 impl Refusal {
+    /// Too large (after decompression) rather than malformed.
+    pub(crate) fn is_too_large(&self) -> bool {
+        self.status == StatusCode::PAYLOAD_TOO_LARGE
+    }
+
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     fn new(
         status: StatusCode,
         grpc_code: tonic::Code,
