@@ -122,6 +122,28 @@ impl Validate for ExporterConfig {
                     {
                         problems.push(&format!("{path}.{name}"), e);
                     }
+                    // The URL's scheme decides for otlphttp; a contradiction is not guessed at.
+                    if let Some(v) = v
+                        && c.tls.insecure
+                        && v.starts_with("https://")
+                    {
+                        problems.push(
+                            &format!("{path}.tls.insecure"),
+                            format!("is true but {name} `{v}` is https://; use http:// for plaintext, or drop insecure"),
+                        );
+                    }
+                }
+                if c.tls.server_name_override.is_some()
+                    && [Some(&c.endpoint)]
+                        .into_iter()
+                        .chain(c.signal_endpoints().map(|(_, v)| v))
+                        .flatten()
+                        .all(|v| v.starts_with("http://"))
+                {
+                    problems.push(
+                        &format!("{path}.tls.server_name_override"),
+                        "is set but every endpoint is http:// (plaintext): there is no certificate to check",
+                    );
                 }
                 c.validate(path, problems);
             }
