@@ -92,34 +92,72 @@ fn run(config: Config, log_format: Option<LogEncoding>) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let service = match ragwatch::Service::start(&config).await {
+        // Listen for SIGTERM before anything starts: one arriving during start-up would
+        // otherwise end the process at once (the default action), mid-way through opening
+        // logs and binding ports. Start-up is then finished and shut down in order.
+        let mut stop = StopSignal::listen();
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting");
+        let start = ragwatch::Service::start(&config);
+        tokio::pin!(start);
+        let (started, early) = tokio::select! {
+            biased;
+            r = &mut start => (r, false),
+            _ = stop.recv() => {
+                tracing::info!("asked to stop during start-up: finishing start-up, then shutting down");
+                (start.await, true)
+            }
+        };
+        let service = match started {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_signal().await;
+        if !early {
+            stop.recv().await;
+        }
         service.shutdown().await;
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = int.recv() => tracing::info!("SIGINT received"),
-            }
-        }
-        _ => {
+/// SIGTERM or SIGINT (Ctrl-C).
+struct StopSignal {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignal {
+    fn listen() -> StopSignal {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        if term.is_none() {
             tracing::warn!("cannot listen for SIGTERM; stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
+        }
+        StopSignal { term, int }
+    }
+
+    async fn recv(&mut self) {
+        match (&mut self.term, &mut self.int) {
+            (Some(term), Some(int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                }
+            }
+            (Some(term), None) => {
+                term.recv().await;
+                tracing::info!("SIGTERM received");
+            }
+            (None, Some(int)) => {
+                int.recv().await;
+                tracing::info!("SIGINT received");
+            }
+            (None, None) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

@@ -56,6 +56,17 @@ pub mod metrics {
     pub const PIPELINE_QUEUE_CAPACITY: &str = "ragwatch_pipeline_queue_capacity";
     /// Items a pipeline had to drop (only when the shutdown grace period runs out).
     pub const PIPELINE_DROPPED_ITEMS: &str = "ragwatch_pipeline_dropped_items";
+    /// Bytes a pipeline's log (`storage`) takes.
+    pub const PIPELINE_STORAGE_BYTES: &str = "ragwatch_pipeline_storage_bytes";
+    /// The size limit of a pipeline's log.
+    pub const PIPELINE_STORAGE_CAPACITY_BYTES: &str = "ragwatch_pipeline_storage_capacity_bytes";
+    /// Requests in a pipeline's log not yet released (some exporter does not have them yet).
+    pub const PIPELINE_STORAGE_RECORDS: &str = "ragwatch_pipeline_storage_records";
+    /// Damaged records skipped when a pipeline's log was opened.
+    pub const PIPELINE_STORAGE_CORRUPTED: &str = "ragwatch_pipeline_storage_corrupted";
+    /// Items replayed from a pipeline's log at start: delivery is at least once, so some of them
+    /// may have been delivered before the process stopped (duplicates).
+    pub const PIPELINE_REPLAYED_ITEMS: &str = "ragwatch_pipeline_replayed_items";
     /// Traces held by trace assembly.
     pub const TRACES_IN_FLIGHT: &str = "ragwatch_traces_in_flight";
     /// Traces flushed early (as partial) because max_traces was reached.
@@ -110,6 +121,11 @@ pub mod metrics {
         PIPELINE_QUEUE_ITEMS,
         PIPELINE_QUEUE_CAPACITY,
         PIPELINE_DROPPED_ITEMS,
+        PIPELINE_STORAGE_BYTES,
+        PIPELINE_STORAGE_CAPACITY_BYTES,
+        PIPELINE_STORAGE_RECORDS,
+        PIPELINE_STORAGE_CORRUPTED,
+        PIPELINE_REPLAYED_ITEMS,
         TRACES_IN_FLIGHT,
         TRACE_EVICTIONS,
         TRACE_LATE_SPANS,

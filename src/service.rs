@@ -14,7 +14,7 @@ use crate::admin::{self, Health};
 use crate::config::Config;
 use crate::derived::{DerivedMetrics, Limits};
 use crate::exporter::{self, ExporterHandle};
-use crate::pipeline::{Fanin, Pipeline, PipelineInput};
+use crate::pipeline::{Fanin, Pipeline, PipelineInput, PipelineParts, StorageSettings};
 use crate::processor::BuildContext;
 use crate::receiver::{ReceiverConfig, otlp};
 use crate::signal::Signal;
@@ -27,6 +27,8 @@ pub enum StartError {
     Exporter(#[from] exporter::StartError),
     #[error("processor {id}: {message}")]
     Processor { id: String, message: String },
+    #[error("{0}")]
+    Pipeline(String),
     #[error("cannot listen for {what} on {address}: {source}")]
     Listen {
         what: String,
@@ -251,15 +253,26 @@ impl Service {
                 .iter()
                 .filter_map(|e| exporters.get(e).cloned())
                 .collect();
+            let parts = PipelineParts {
+                queue_size: p.queue_size,
+                queue_max_bytes: p.queue_max_mib.saturating_mul(1 << 20),
+                chains,
+                exporters: handles,
+                storage: p.storage.as_ref().map(|dir| StorageSettings {
+                    dir: dir.clone(),
+                    max_bytes: p.storage_max_mib.saturating_mul(1 << 20),
+                    sync_interval: p.storage_sync_interval,
+                }),
+            };
             let pipeline = Pipeline::start(
                 id,
                 signal,
-                p.queue_size,
-                chains,
-                handles,
+                parts,
                 metrics.pipeline(id),
                 hard_stop.clone(),
-            );
+                stop_receivers.clone(),
+            )
+            .map_err(StartError::Pipeline)?;
             for r in &p.receivers {
                 inputs
                     .entry((r.clone(), signal))
@@ -396,11 +409,23 @@ impl Service {
         drain(receiver_tasks, deadline, &self.hard_stop, "receivers").await;
 
         // 2. Pipelines: their inputs close once the receivers are gone; they flush and end.
-        let pipeline_tasks: Vec<_> = self.pipelines.into_iter().map(|p| p.task).collect();
+        let mut logs = Vec::new();
+        let mut storage_tasks = Vec::new();
+        let mut pipeline_tasks = Vec::new();
+        for p in self.pipelines {
+            logs.extend(p.log);
+            storage_tasks.extend(p.storage_tasks);
+            pipeline_tasks.push(p.task);
+        }
         drain(pipeline_tasks, deadline, &self.hard_stop, "pipelines").await;
 
         // 3. Exporters: queues close with the pipelines; consumers drain them.
         drain(self.exporter_tasks, deadline, &self.hard_stop, "exporters").await;
+        // 3b. Pipeline logs: every release has been sent; write them and fsync.
+        for log in &logs {
+            log.close();
+        }
+        drain(storage_tasks, deadline, &self.hard_stop, "pipeline logs").await;
         // 4. Alerting: its state is saved at every change; stop its tasks.
         self.stop_alerts.cancel();
         for t in self.alert_tasks {

@@ -78,6 +78,36 @@ impl Batch {
         }
     }
 
+    /// The OTLP protobuf encoding of the request.
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        use prost::Message;
+        match self {
+            Batch::Traces(r) => r.encode_to_vec(),
+            Batch::Metrics(r) => r.encode_to_vec(),
+            Batch::Logs(r) => r.encode_to_vec(),
+        }
+    }
+
+    /// The size of [`Batch::encode_to_vec`]'s result, without encoding.
+    pub fn encoded_len(&self) -> usize {
+        use prost::Message;
+        match self {
+            Batch::Traces(r) => r.encoded_len(),
+            Batch::Metrics(r) => r.encoded_len(),
+            Batch::Logs(r) => r.encoded_len(),
+        }
+    }
+
+    /// A request of `signal` from its OTLP protobuf encoding.
+    pub fn decode(signal: Signal, bytes: &[u8]) -> Result<Batch, prost::DecodeError> {
+        use prost::Message;
+        Ok(match signal {
+            Signal::Traces => Batch::Traces(ExportTraceServiceRequest::decode(bytes)?),
+            Signal::Metrics => Batch::Metrics(ExportMetricsServiceRequest::decode(bytes)?),
+            Signal::Logs => Batch::Logs(ExportLogsServiceRequest::decode(bytes)?),
+        })
+    }
+
     /// Spans, metric data points or log records in this batch.
     pub fn item_count(&self) -> usize {
         match self {

@@ -112,6 +112,11 @@ fn default_reload_interval() -> Duration {
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// TLS handshakes in progress at once per listener. Each takes a task, buffers and CPU; past
+/// this, accepting pauses (new connections wait in the kernel's backlog) until one finishes or
+/// times out, so a crowd of slow or silent clients cannot take unbounded memory.
+pub const MAX_CONCURRENT_HANDSHAKES: usize = 256;
+
 /// Why TLS files could not be used: each problem with the setting it is about (`cert_file`,
 /// `key_file`, `client_ca_file`). Messages name files by path and never quote their contents.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -469,8 +474,29 @@ impl TlsIncoming {
     ) -> io::Result<TlsIncoming> {
         let local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(64);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
         tokio::spawn(async move {
+            let mut at_cap = false;
             loop {
+                let permit = match handshakes.clone().try_acquire_owned() {
+                    Ok(p) => {
+                        at_cap = false;
+                        p
+                    }
+                    Err(_) => {
+                        if !std::mem::replace(&mut at_cap, true) {
+                            tracing::warn!(component = %what, max = MAX_CONCURRENT_HANDSHAKES, "TLS handshakes at their limit: new connections wait until one finishes");
+                        }
+                        let p = tokio::select! {
+                            _ = stop.cancelled() => return,
+                            p = handshakes.clone().acquire_owned() => p,
+                        };
+                        match p {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        }
+                    }
+                };
                 let accepted = tokio::select! {
                     _ = stop.cancelled() => return,
                     a = listener.accept() => a,
@@ -493,6 +519,7 @@ impl TlsIncoming {
                 let (tx, stop, counters, what) =
                     (tx.clone(), stop.clone(), counters.clone(), what.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
                     let result = tokio::select! {
                         _ = stop.cancelled() => return,

@@ -38,6 +38,10 @@ pub struct TraceAssemblyConfig {
     /// Spans held per trace (default 10,000); past it the trace is flushed as partial.
     #[serde(default = "default_max_spans")]
     pub max_spans_per_trace: usize,
+    /// The spans held, in MiB of their OTLP encoding (default 32; in memory they take about
+    /// three to five times that); past it the oldest traces are flushed as partial (counted).
+    #[serde(default = "default_max_held_mib")]
+    pub max_held_mib: u64,
     /// A stage owning at least this share of the critical path is the trace's bottleneck
     /// (default 0.4).
     #[serde(default = "default_min_share")]
@@ -74,6 +78,9 @@ fn default_max_traces() -> usize {
 fn default_max_spans() -> usize {
     10_000
 }
+fn default_max_held_mib() -> u64 {
+    32
+}
 
 impl Default for TraceAssemblyConfig {
     fn default() -> Self {
@@ -83,6 +90,7 @@ impl Default for TraceAssemblyConfig {
             max_trace_age: default_max_trace_age(),
             max_traces: default_max_traces(),
             max_spans_per_trace: default_max_spans(),
+            max_held_mib: default_max_held_mib(),
             min_share: default_min_share(),
             patterns: Default::default(),
         }
@@ -111,6 +119,9 @@ impl Validate for TraceAssemblyConfig {
         }
         self.patterns
             .validate(&format!("{path}.patterns"), problems);
+        if self.max_held_mib == 0 {
+            problems.push(&format!("{path}.max_held_mib"), "must be greater than zero");
+        }
         if self.max_spans_per_trace == 0 {
             problems.push(
                 &format!("{path}.max_spans_per_trace"),
@@ -149,7 +160,7 @@ pub enum FlushReason {
     Complete,
     /// `max_trace_age` passed.
     Age,
-    /// `max_traces` was reached and this was the oldest.
+    /// `max_traces` or `max_held_mib` was reached and this was the oldest.
     Evicted,
     /// `max_spans_per_trace` was reached.
     TooManySpans,
@@ -177,6 +188,10 @@ struct Held {
     deadline: Instant,
     has_root: bool,
     spans: Vec<HeldSpan>,
+    /// The lowest pipeline-log mark of the spans held (see `pipeline::storage`).
+    mark: Option<u64>,
+    /// The spans' encoded size.
+    bytes: usize,
 }
 
 /// Self-metrics of the assembler.
@@ -202,6 +217,13 @@ pub struct TraceAssembly {
     memory: Option<(std::sync::Arc<crate::memory::MemoryLimiter>, u64)>,
     /// Flushing early for the memory limiter (for one log line per episode).
     memory_flushing: bool,
+    /// The pipeline-log mark of the batch being taken, and the held traces' marks (a multiset).
+    input_mark: Option<u64>,
+    marks: std::collections::BTreeMap<u64, usize>,
+    /// The encoded size of every span held, against `max_held_mib`.
+    held_bytes: usize,
+    /// Flushing early for `max_held_mib` (for one log line per episode).
+    bytes_flushing: bool,
 }
 
 impl TraceAssembly {
@@ -221,6 +243,21 @@ impl TraceAssembly {
             counters,
             memory: None,
             memory_flushing: false,
+            input_mark: None,
+            marks: Default::default(),
+            held_bytes: 0,
+            bytes_flushing: false,
+        }
+    }
+
+    fn unmark(&mut self, mark: Option<u64>) {
+        if let Some(m) = mark
+            && let Some(n) = self.marks.get_mut(&m)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.marks.remove(&m);
+            }
         }
     }
 
@@ -258,6 +295,8 @@ impl TraceAssembly {
         let Some(held) = self.traces.remove(&id) else {
             return;
         };
+        self.unmark(held.mark);
+        self.held_bytes = self.held_bytes.saturating_sub(held.bytes);
         self.due.remove(&(held.deadline, id));
         self.counters.in_flight.dec();
         if reason == FlushReason::Evicted {
@@ -368,6 +407,8 @@ impl TraceAssembly {
                     deadline,
                     has_root: false,
                     spans: Vec::new(),
+                    mark: None,
+                    bytes: 0,
                 },
             );
             self.due.insert((deadline, id));
@@ -375,10 +416,25 @@ impl TraceAssembly {
             self.counters.in_flight.inc();
         }
         let is_root = h.span.parent_span_id.is_empty();
+        let size = prost::Message::encoded_len(&h.span);
         let Some(held) = self.traces.get_mut(&id) else {
             return;
         };
         held.spans.push(h);
+        held.bytes += size;
+        self.held_bytes += size;
+        // In stream mode the spans have left already: what is held is a copy for the analysis.
+        if self.config.mode == Mode::Hold
+            && let Some(m) = self.input_mark
+            && held.mark.is_none_or(|h| m < h)
+        {
+            let old = held.mark.replace(m);
+            *self.marks.entry(m).or_insert(0) += 1;
+            self.unmark(old);
+        }
+        let Some(held) = self.traces.get_mut(&id) else {
+            return;
+        };
         let full = held.spans.len() >= self.config.max_spans_per_trace;
         if is_root && !held.has_root {
             held.has_root = true;
@@ -393,12 +449,40 @@ impl TraceAssembly {
         if full {
             self.flush(id, FlushReason::TooManySpans, now, flushed);
         }
+        self.bound_bytes(now, flushed);
         // Drop stale entries of the age queue now and then, so it stays bounded.
         while let Some((_, front)) = self.age.front() {
             if self.traces.contains_key(front) {
                 break;
             }
             self.age.pop_front();
+        }
+    }
+
+    /// Over `max_held_mib`: flush the oldest traces until under it, counted as evictions.
+    fn bound_bytes(&mut self, now: Instant, flushed: &mut Vec<AssembledTrace>) {
+        let max =
+            usize::try_from(self.config.max_held_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        if self.held_bytes <= max {
+            self.bytes_flushing = false;
+            return;
+        }
+        if !self.bytes_flushing {
+            self.bytes_flushing = true;
+            tracing::warn!(
+                held_mib = self.held_bytes >> 20,
+                max_held_mib = self.config.max_held_mib,
+                traces_held = self.traces.len(),
+                "trace assembly holds more than max_held_mib: flushing the oldest traces early (counted in ragwatch_trace_evictions_total)"
+            );
+        }
+        while self.held_bytes > max {
+            let Some((_, oldest)) = self.age.pop_front() else {
+                break;
+            };
+            if self.traces.contains_key(&oldest) {
+                self.flush(oldest, FlushReason::Evicted, now, flushed);
+            }
         }
     }
 
@@ -634,6 +718,14 @@ impl Processor for TraceAssembly {
             Duration::from_millis(100)
                 .min(self.config.wait_after_root.max(Duration::from_millis(10))),
         )
+    }
+
+    fn input_mark(&mut self, mark: Option<u64>) {
+        self.input_mark = mark;
+    }
+
+    fn held_mark(&self) -> Option<u64> {
+        self.marks.keys().next().copied()
     }
 }
 

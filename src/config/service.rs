@@ -75,15 +75,46 @@ pub struct PipelineConfig {
     /// 50,000). When it is full, receivers refuse retryably or wait (their `when_full`).
     #[serde(default = "default_queue_size")]
     pub queue_size: usize,
+    /// The input queue's byte budget, in MiB of the queued requests' OTLP encoding (default
+    /// 16; decoded, a request takes about three to five times its encoding in memory). Whichever
+    /// of `queue_size` and this fills first makes receivers refuse retryably or wait.
+    #[serde(default = "default_queue_max_mib")]
+    pub queue_max_mib: u64,
     /// Parallel copies of the pipeline's processors, with spans routed by trace id so each copy
     /// sees whole traces. Default: the number of cores for a traces pipeline with
     /// `trace_assembly`, else 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shards: Option<usize>,
+    /// A directory for the pipeline's write-ahead log: every request is written there before
+    /// its client is answered, and released once every exporter has its data (delivered, given
+    /// up on and counted, or in its own on-disk queue); the next start replays what was not.
+    /// The pipeline uses `<storage>/pipeline-<id>/`. Off unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<std::path::PathBuf>,
+    /// The most the log may take (default 1024 MiB); when it (or the disk) is full, receivers
+    /// refuse retryably until deliveries make room.
+    #[serde(default = "default_storage_mib")]
+    pub storage_max_mib: u64,
+    /// How often what was written is fsynced (default 200ms; at most 500ms). A killed process
+    /// loses nothing either way; this bounds what a power loss can take.
+    #[serde(default = "default_sync_interval", with = "duration")]
+    pub storage_sync_interval: Duration,
 }
 
 fn default_queue_size() -> usize {
     50_000
+}
+
+fn default_storage_mib() -> u64 {
+    1024
+}
+
+fn default_queue_max_mib() -> u64 {
+    16
+}
+
+fn default_sync_interval() -> Duration {
+    Duration::from_millis(200)
 }
 
 impl PipelineConfig {
@@ -247,6 +278,32 @@ impl Validate for ServiceConfig {
             }
             if p.queue_size == 0 {
                 problems.push(&format!("{pp}.queue_size"), "must be greater than zero");
+            }
+            if p.queue_max_mib == 0 {
+                problems.push(&format!("{pp}.queue_max_mib"), "must be greater than zero");
+            }
+            if p.storage_max_mib == 0 {
+                problems.push(
+                    &format!("{pp}.storage_max_mib"),
+                    "must be greater than zero",
+                );
+            }
+            if p.storage_sync_interval.is_zero()
+                || p.storage_sync_interval > Duration::from_millis(500)
+            {
+                problems.push(
+                    &format!("{pp}.storage_sync_interval"),
+                    "must be greater than zero and at most 500ms",
+                );
+            }
+            if let Some(dir) = &p.storage
+                && dir.exists()
+                && !dir.is_dir()
+            {
+                problems.push(
+                    &format!("{pp}.storage"),
+                    format!("`{}` exists and is not a directory", dir.display()),
+                );
             }
             for (list, name) in [
                 (&p.receivers, "receivers"),

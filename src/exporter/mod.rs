@@ -10,14 +10,13 @@ mod otlp_http;
 mod prometheus;
 mod queue;
 mod tls;
-mod wal;
+pub(crate) mod wal;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use prost::Message;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -123,6 +122,28 @@ impl Validate for ExporterConfig {
                     {
                         problems.push(&format!("{path}.{name}"), e);
                     }
+                    // The URL's scheme decides for otlphttp; a contradiction is not guessed at.
+                    if let Some(v) = v
+                        && c.tls.insecure
+                        && v.starts_with("https://")
+                    {
+                        problems.push(
+                            &format!("{path}.tls.insecure"),
+                            format!("is true but {name} `{v}` is https://; use http:// for plaintext, or drop insecure"),
+                        );
+                    }
+                }
+                if c.tls.server_name_override.is_some()
+                    && [Some(&c.endpoint)]
+                        .into_iter()
+                        .chain(c.signal_endpoints().map(|(_, v)| v))
+                        .flatten()
+                        .all(|v| v.starts_with("http://"))
+                {
+                    problems.push(
+                        &format!("{path}.tls.server_name_override"),
+                        "is set but every endpoint is http:// (plaintext): there is no certificate to check",
+                    );
                 }
                 c.validate(path, problems);
             }
@@ -212,6 +233,10 @@ pub struct QueueConfig {
     /// Requests the queue holds (default 1000).
     #[serde(default = "default_queue_size")]
     pub queue_size: usize,
+    /// The in-memory queue's byte budget, in MiB of the requests' OTLP encoding (default 32).
+    /// Whichever of `queue_size` and this fills first counts as full. Not for `storage`.
+    #[serde(default = "default_queue_max_mib")]
+    pub queue_max_mib: u64,
     /// Concurrent senders (default 10).
     #[serde(default = "default_consumers")]
     pub num_consumers: usize,
@@ -239,6 +264,7 @@ impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
             queue_size: default_queue_size(),
+            queue_max_mib: default_queue_max_mib(),
             num_consumers: default_consumers(),
             block_on_overflow: true,
             storage: None,
@@ -258,6 +284,9 @@ fn default_sync_interval() -> Duration {
 fn default_queue_size() -> usize {
     1000
 }
+fn default_queue_max_mib() -> u64 {
+    32
+}
 fn default_consumers() -> usize {
     10
 }
@@ -269,6 +298,12 @@ impl QueueConfig {
     fn validate(&self, path: &str, problems: &mut Problems) {
         if self.queue_size == 0 {
             problems.push(&format!("{path}.queue_size"), "must be greater than zero");
+        }
+        if self.queue_max_mib == 0 {
+            problems.push(
+                &format!("{path}.queue_max_mib"),
+                "must be greater than zero",
+            );
         }
         if self.num_consumers == 0 {
             problems.push(
@@ -380,31 +415,40 @@ impl RetryConfig {
     }
 }
 
+/// Something a payload keeps alive until every exporter is done with it (delivered, given up on
+/// and counted, or in the exporter's own on-disk queue): a pipeline log's release of the records
+/// the payload came from. Opaque here; dropped with the payload.
+pub type Release = Box<dyn Send + Sync>;
+
 /// One batch on its way out, shared by every exporter of a pipeline; encoded at most once.
 pub struct Payload {
     pub batch: Batch,
     pub items: usize,
     encoded: OnceLock<Bytes>,
+    _release: Option<Release>,
 }
 
 impl Payload {
-    pub fn new(batch: Batch) -> Arc<Payload> {
+    pub fn new(batch: Batch, release: Option<Release>) -> Arc<Payload> {
         let items = batch.item_count();
         Arc::new(Payload {
             batch,
             items,
             encoded: OnceLock::new(),
+            _release: release,
         })
     }
 
     /// The encoding alone, the decoded batch dropped: for pipelines whose exporters all send
     /// OTLP over the network. A queued request then takes its wire size (about a sixth of the
     /// decoded one), which keeps memory down while a backend is slow.
-    pub fn wire(batch: Batch) -> Arc<Payload> {
+    pub fn wire(batch: Batch, release: Option<Release>) -> Arc<Payload> {
         let (signal, items) = (batch.signal(), batch.item_count());
         let bytes = Bytes::from(encode(&batch));
         drop(batch);
-        Arc::new(Payload::encoded(signal, items, bytes))
+        let mut p = Payload::encoded(signal, items, bytes);
+        p._release = release;
+        Arc::new(p)
     }
 
     /// A request known only by its encoding (read back from the on-disk queue, or made by
@@ -420,11 +464,19 @@ impl Payload {
             batch,
             items,
             encoded: OnceLock::from(bytes),
+            _release: None,
         }
     }
 
     pub fn signal(&self) -> Signal {
         self.batch.signal()
+    }
+
+    /// The request's OTLP encoded size (computed, not encoded, when not encoded yet).
+    pub fn size(&self) -> usize {
+        self.encoded
+            .get()
+            .map_or_else(|| self.batch.encoded_len(), Bytes::len)
     }
 
     /// The OTLP protobuf encoding of the request.
@@ -435,11 +487,7 @@ impl Payload {
 }
 
 fn encode(batch: &Batch) -> Vec<u8> {
-    match batch {
-        Batch::Traces(r) => r.encode_to_vec(),
-        Batch::Metrics(r) => r.encode_to_vec(),
-        Batch::Logs(r) => r.encode_to_vec(),
-    }
+    batch.encode_to_vec()
 }
 
 /// What a backend said about a delivered request.

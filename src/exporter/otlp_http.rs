@@ -62,15 +62,21 @@ impl HttpTransport {
             .tcp_nodelay(true)
             .tls_backend_rustls()
             .tls_version_min(reqwest::tls::Version::TLS_1_2);
-        if let Some(pem) = c.tls.read_ca()? {
-            let cert =
-                reqwest::Certificate::from_pem(&pem).map_err(|e| format!("tls.ca_file: {e}"))?;
-            builder = builder.tls_certs_only([cert]);
-        }
-        if let Some(id) = c.tls.read_identity().map_err(super::tls::identity_error)? {
-            let identity = reqwest::Identity::from_pem(&id.combined_pem())
-                .map_err(|e| format!("tls.cert_file / tls.key_file: {e}"))?;
-            builder = builder.identity(identity);
+        if let Some(name) = &c.tls.server_name_override {
+            // reqwest has no such setting: a rustls configuration of our own, with CA and
+            // client certificate in it.
+            builder = builder.use_preconfigured_tls(c.tls.rustls_with_server_name(name)?);
+        } else {
+            if let Some(pem) = c.tls.read_ca()? {
+                let cert = reqwest::Certificate::from_pem(&pem)
+                    .map_err(|e| format!("tls.ca_file: {e}"))?;
+                builder = builder.tls_certs_only([cert]);
+            }
+            if let Some(id) = c.tls.read_identity().map_err(super::tls::identity_error)? {
+                let identity = reqwest::Identity::from_pem(&id.combined_pem())
+                    .map_err(|e| format!("tls.cert_file / tls.key_file: {e}"))?;
+                builder = builder.identity(identity);
+            }
         }
         let client = builder
             .build()

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::RngExt;
-use tokio::sync::{Mutex, Notify, mpsc};
+use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::wal::{Wal, WalError};
+use super::wal::{RecordId, Wal, WalError};
 use super::{ExportError, Payload, QueueConfig, RetryConfig, Transport};
 use crate::telemetry::ExporterCounters;
 
@@ -29,13 +29,24 @@ pub struct ExporterHandle {
 /// Where a handle puts requests: exactly one of the two queues.
 #[derive(Clone)]
 enum Backlog {
-    Memory(mpsc::Sender<Arc<Payload>>),
+    Memory(Memory),
     Disk(Arc<CloseOnDrop>),
 }
 
+/// The in-memory queue: bounded in requests (the channel) and in bytes (`queue_max_mib`, KiB
+/// permits held by each request until it has been delivered or given up on).
+#[derive(Clone)]
+struct Memory {
+    tx: mpsc::Sender<Queued>,
+    kib: Arc<Semaphore>,
+    kib_cap: u32,
+}
+
+type Queued = (Arc<Payload>, OwnedSemaphorePermit);
+
 /// The on-disk queue of one exporter, shared by its handle and its consumers.
 struct Disk {
-    wal: Wal,
+    wal: Arc<Wal>,
     /// A request was written, or the queue closed.
     readable: Notify,
     /// Room was made.
@@ -64,21 +75,24 @@ impl Disk {
                 .await
                 .unwrap_or_else(|e| Err(WalError::Io(format!("the writer task failed: {e}"))));
             match r {
-                Ok(()) => {
+                Ok(_) => {
                     self.readable.notify_one();
                     self.publish();
                     return;
                 }
-                Err(WalError::Full { .. }) if block => {
+                Err(e) if e.is_full() && block => {
+                    // A full device gives room back as other files shrink too: look again
+                    // every second as well as when a delivery made room.
                     tokio::select! {
                         _ = &mut room => continue,
+                        _ = tokio::time::sleep(Duration::from_secs(1)), if matches!(e, WalError::NoSpace(_)) => continue,
                         _ = self.hard_stop.cancelled() => {
                             self.counters.send_failed(signal, items, "shutdown grace period ran out while the on-disk queue was full");
                             return;
                         }
                     }
                 }
-                Err(WalError::Full { .. }) => {
+                Err(e) if e.is_full() => {
                     self.counters.enqueue_failed(signal, items);
                     return;
                 }
@@ -118,19 +132,32 @@ impl ExporterHandle {
 
     /// Put a payload in the queue: wait for room when `block_on_overflow`, else drop and count.
     pub async fn enqueue(&self, p: Arc<Payload>) {
-        let tx = match &self.queue {
+        let m = match &self.queue {
             Backlog::Disk(d) => return d.0.append(&p, self.block).await,
-            Backlog::Memory(tx) => tx,
+            Backlog::Memory(m) => m,
         };
         let (signal, items) = (p.signal(), p.items);
+        // A request larger than the whole budget takes all of it, so it still goes (alone).
+        let k = (p.size().div_ceil(1024).max(1) as u64).min(u64::from(m.kib_cap)) as u32;
         self.counters.queue_size.inc();
         let result = if self.block {
-            tx.send(p).await.map_err(|_| "the exporter has stopped")
+            match m.kib.clone().acquire_many_owned(k).await {
+                Ok(room) => {
+                    m.tx.send((p, room))
+                        .await
+                        .map_err(|_| "the exporter has stopped")
+                }
+                Err(_) => Err("the exporter has stopped"),
+            }
         } else {
-            tx.try_send(p).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => "full",
-                mpsc::error::TrySendError::Closed(_) => "the exporter has stopped",
-            })
+            match m.kib.clone().try_acquire_many_owned(k) {
+                Ok(room) => m.tx.try_send((p, room)).map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => "full",
+                    mpsc::error::TrySendError::Closed(_) => "the exporter has stopped",
+                }),
+                Err(tokio::sync::TryAcquireError::NoPermits) => Err("full"),
+                Err(tokio::sync::TryAcquireError::Closed) => Err("the exporter has stopped"),
+            }
         };
         if let Err(why) = result {
             self.counters.queue_size.dec();
@@ -159,6 +186,10 @@ pub(super) fn start(
     }
     let (tx, rx) = mpsc::channel(queue.queue_size);
     counters.queue_capacity.set(queue.queue_size as i64);
+    let kib_cap = queue
+        .queue_max_mib
+        .saturating_mul(1024)
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize) as u64) as u32;
     let rx = Arc::new(Mutex::new(rx));
     let w = Worker {
         transport,
@@ -171,7 +202,11 @@ pub(super) fn start(
         .collect();
     let handle = ExporterHandle {
         id: Arc::from(id),
-        queue: Backlog::Memory(tx),
+        queue: Backlog::Memory(Memory {
+            tx,
+            kib: Arc::new(Semaphore::new(kib_cap as usize)),
+            kib_cap,
+        }),
         block: queue.block_on_overflow,
         wire_only,
         counters,
@@ -204,6 +239,7 @@ fn start_on_disk(
     let dir = storage.join(dir_name(id));
     let (wal, found) = Wal::open(&dir, queue.storage_max_mib.saturating_mul(1 << 20))
         .map_err(|e| e.to_string())?;
+    let wal = Arc::new(wal);
     tracing::info!(
         exporter = id,
         dir = %dir.display(),
@@ -232,9 +268,22 @@ fn start_on_disk(
         counters: counters.clone(),
         hard_stop,
     };
+    // Acknowledgements are file writes: a task of their own writes them off the async threads
+    // and ends once every consumer has.
+    let (acks, acks_rx) = mpsc::unbounded_channel();
     let mut tasks: Vec<JoinHandle<()>> = (0..queue.num_consumers)
-        .map(|_| tokio::spawn(w.clone().run_disk(disk.clone())))
+        .map(|_| tokio::spawn(w.clone().run_disk(disk.clone(), acks.clone())))
         .collect();
+    drop(acks);
+    let d = disk.clone();
+    tasks.push(tokio::spawn(async move {
+        let wal = d.wal.clone();
+        super::wal::ack_loop(wal, acks_rx, || {
+            d.room.notify_waiters();
+            d.publish();
+        })
+        .await;
+    }));
     tasks.push(tokio::spawn(sync_loop(
         disk.clone(),
         queue.storage_sync_interval,
@@ -281,7 +330,7 @@ struct Worker {
 const INTERRUPTED: &str = "shutdown grace period ran out";
 
 impl Worker {
-    async fn run_memory(self, rx: Arc<Mutex<mpsc::Receiver<Arc<Payload>>>>) {
+    async fn run_memory(self, rx: Arc<Mutex<mpsc::Receiver<Queued>>>) {
         loop {
             let next = {
                 let mut rx = rx.lock().await;
@@ -291,7 +340,7 @@ impl Worker {
                     _ = self.hard_stop.cancelled() => {
                         // Out of time: count everything still queued, then stop.
                         rx.close();
-                        while let Some(p) = rx.recv().await {
+                        while let Some((p, _room)) = rx.recv().await {
                             self.counters.queue_size.dec();
                             self.counters.send_failed(p.signal(), p.items, INTERRUPTED);
                         }
@@ -299,7 +348,8 @@ impl Worker {
                     }
                 }
             };
-            let Some(p) = next else { return };
+            // The room the request takes is given back once it is delivered or given up on.
+            let Some((p, _room)) = next else { return };
             self.counters.queue_size.dec();
             if !self.deliver(&p).await {
                 self.counters.send_failed(p.signal(), p.items, INTERRUPTED);
@@ -309,7 +359,7 @@ impl Worker {
 
     /// Send what the log holds, in order; acknowledge each request delivered or given up on.
     /// What is still on disk when time runs out is sent by the next start.
-    async fn run_disk(self, disk: Arc<Disk>) {
+    async fn run_disk(self, disk: Arc<Disk>, acks: mpsc::UnboundedSender<RecordId>) {
         loop {
             let readable = disk.readable.notified();
             tokio::pin!(readable);
@@ -345,9 +395,8 @@ impl Worker {
                 );
                 return;
             }
-            disk.wal.ack(record.id);
-            disk.room.notify_waiters();
-            disk.publish();
+            // Written by the acknowledgement task, which then makes room.
+            let _ = acks.send(record.id);
         }
     }
 

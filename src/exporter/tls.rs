@@ -149,3 +149,100 @@ pub(super) fn identity_error(problems: Vec<(&'static str, String)>) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+impl TlsClientConfig {
+    /// A rustls client configuration that checks the server's certificate against
+    /// `server_name_override` instead of the endpoint's host, trusting `ca_file` (or the public
+    /// web roots) and presenting the client certificate if one is set: for `otlphttp`, whose
+    /// HTTP client has no such setting of its own.
+    pub(super) fn rustls_with_server_name(
+        &self,
+        name: &str,
+    ) -> Result<rustls::ClientConfig, String> {
+        let name = rustls::pki_types::ServerName::try_from(name.to_string())
+            .map_err(|e| format!("tls.server_name_override `{name}`: {e}"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        match self.read_ca()? {
+            Some(pem) => {
+                let file = self.ca_file.as_deref().unwrap_or("ca_file");
+                for c in parse_certs(&pem, file).map_err(|m| format!("tls.ca_file: {m}"))? {
+                    roots
+                        .add(c)
+                        .map_err(|e| format!("tls.ca_file `{file}`: {e}"))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let provider = crate::tls::provider();
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| format!("tls: {e}"))?;
+        let verifier = std::sync::Arc::new(NamedVerifier { inner, name });
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("tls: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match self.read_identity().map_err(identity_error)? {
+            None => builder.with_no_client_auth(),
+            Some(id) => {
+                let chain = parse_certs(&id.cert, "cert_file")
+                    .map_err(|m| format!("tls.cert_file: {m}"))?;
+                let key =
+                    parse_key(&id.key, "key_file").map_err(|m| format!("tls.key_file: {m}"))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("tls.cert_file / tls.key_file: {e}"))?
+            }
+        };
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
+/// Verifies the server's certificate as usual (chain, dates, signatures), against a fixed name
+/// rather than the host the connection went to.
+#[derive(Debug)]
+struct NamedVerifier {
+    inner: std::sync::Arc<rustls::client::WebPkiServerVerifier>,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for NamedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}

@@ -1,8 +1,11 @@
-//! The on-disk sending queue (`sending_queue.storage`): a write-ahead log of the encoded OTLP
-//! requests an exporter has accepted, so that a crash or a restart while the backend is down
-//! loses nothing that reached the queue.
+//! The write-ahead log behind the on-disk sending queue (`sending_queue.storage`, opened with
+//! [`Wal::open`]) and the pipeline log (`service.pipelines.<id>.storage`, opened with
+//! [`Wal::open_log`]): the encoded OTLP requests accepted, so that a crash or a restart loses
+//! nothing that reached the log. A queue hands its records out again with [`Wal::next`]; a
+//! pipeline log keeps the records it has already handed on in memory and reads back only what an
+//! earlier run left ([`Wal::next_left_by_last_run`]).
 //!
-//! Layout, in `<storage>/<exporter id>/`:
+//! Layout, in `<storage>/<exporter id>/` (or `<storage>/pipeline-<pipeline id>/`):
 //! - `seg-<seq>.wal`: records appended in order, each `len u32 | crc32 u32 | signal u8 |
 //!   items u32 | payload` (little endian; the checksum covers signal, items and payload). A new
 //!   segment starts when the current one reaches the segment size, and at every start.
@@ -33,16 +36,34 @@ const ACK: usize = 8;
 /// Why the log could not take or give a record.
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
-    #[error("the on-disk queue is full ({used} of {max} bytes)")]
+    #[error("the log is full ({used} of {max} bytes)")]
     Full { used: u64, max: u64 },
-    #[error("a request of {0} bytes is larger than the whole on-disk queue")]
+    #[error("a request of {0} bytes is larger than the whole log (storage_max_mib)")]
     TooLarge(u64),
+    /// The device is full (or a quota reached): retry once acknowledged records made room.
+    #[error("no space left: {0}")]
+    NoSpace(String),
     #[error("{0}")]
     Io(String),
 }
 
+impl WalError {
+    /// A full log or a full device: wait for room (or refuse retryably), nothing is wrong.
+    pub fn is_full(&self) -> bool {
+        matches!(self, WalError::Full { .. } | WalError::NoSpace(_))
+    }
+}
+
 fn io(what: &str, path: &Path, e: std::io::Error) -> WalError {
-    WalError::Io(format!("{what} {}: {e}", path.display()))
+    let message = format!("{what} {}: {e}", path.display());
+    if matches!(
+        e.kind(),
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge
+    ) {
+        WalError::NoSpace(message)
+    } else {
+        WalError::Io(message)
+    }
 }
 
 /// Where a record lives: its segment and offset.
@@ -93,13 +114,25 @@ struct Inner {
     /// Files written since the last fsync.
     dirty: Vec<Arc<File>>,
     dir_dirty: bool,
+    /// The device was full at the last append: start a new segment at the next one, so the
+    /// current one can be deleted once acknowledged and give its space back.
+    rotate_next: bool,
+    /// Writing acknowledgements fails (one log line per episode, not one per record).
+    ack_failing: bool,
 }
 
-/// The log of one exporter.
+/// One write-ahead log: an exporter's on-disk queue or a pipeline's log.
 pub struct Wal {
     dir: PathBuf,
     max_bytes: u64,
     segment_bytes: u64,
+    /// What the log lines call it.
+    what: &'static str,
+    /// A queue reads back what it writes ([`Wal::next`]); a pipeline log does not, so its
+    /// segment being written is emptied once all of it is acknowledged, read or not.
+    reads_new: bool,
+    /// The first segment this run writes; older ones were left by an earlier run.
+    first_new_seq: u64,
     inner: Mutex<Inner>,
     _lock: File,
 }
@@ -173,9 +206,24 @@ fn seq_of(name: &str) -> Option<u64> {
 }
 
 impl Wal {
-    /// Open (or create) the log in `dir`, take its lock, check what an earlier run left and
-    /// start a new segment.
+    /// Open (or create) an exporter's on-disk queue in `dir`, take its lock, check what an
+    /// earlier run left and start a new segment.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<(Wal, Recovered), WalError> {
+        Wal::open_as(dir, max_bytes, "on-disk queue", true)
+    }
+
+    /// Open (or create) a pipeline's log in `dir`: as [`Wal::open`], for a writer that reads
+    /// back only what an earlier run left.
+    pub fn open_log(dir: &Path, max_bytes: u64) -> Result<(Wal, Recovered), WalError> {
+        Wal::open_as(dir, max_bytes, "pipeline log", false)
+    }
+
+    fn open_as(
+        dir: &Path,
+        max_bytes: u64,
+        what: &'static str,
+        reads_new: bool,
+    ) -> Result<(Wal, Recovered), WalError> {
         std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
         let lock_path = dir.join("LOCK");
         let lock = OpenOptions::new()
@@ -223,7 +271,7 @@ impl Wal {
                     file = %path.display(),
                     offset,
                     skipped_bytes = skipped,
-                    "on-disk queue: a damaged or cut-short record ends this segment; skipped the rest of it"
+                    "{what}: a damaged or cut-short record ends this segment; skipped the rest of it"
                 );
                 rec.corrupted += 1;
                 rec.corrupted_bytes += skipped;
@@ -267,6 +315,8 @@ impl Wal {
             unacked,
             dirty: Vec::new(),
             dir_dirty: false,
+            rotate_next: false,
+            ack_failing: false,
         };
         // Segments hold at most 2^32 bytes of offsets; a few per queue keeps deletion prompt.
         let segment_bytes = (max_bytes / 8).clamp(64 * 1024, 64 * 1024 * 1024);
@@ -275,6 +325,9 @@ impl Wal {
             dir: dir.to_path_buf(),
             max_bytes,
             segment_bytes,
+            what,
+            reads_new,
+            first_new_seq: write_seq,
             inner: Mutex::new(inner),
             _lock: lock,
         };
@@ -298,7 +351,12 @@ impl Wal {
 
     /// Append one request. The bytes are in the page cache when this returns (they survive the
     /// process being killed) and on the device after the next [`Wal::sync`].
-    pub fn append(&self, signal: Signal, items: usize, payload: &[u8]) -> Result<(), WalError> {
+    pub fn append(
+        &self,
+        signal: Signal,
+        items: usize,
+        payload: &[u8],
+    ) -> Result<RecordId, WalError> {
         let size = HEADER + payload.len() as u64;
         if size > self.max_bytes || payload.len() > u32::MAX as usize / 2 {
             return Err(WalError::TooLarge(size));
@@ -312,9 +370,10 @@ impl Wal {
         }
         let current = inner.write_seq;
         let len = inner.segments.get(&current).map_or(0, |s| s.len);
-        if len > 0 && len + size > self.segment_bytes {
+        if len > 0 && (len + size > self.segment_bytes || inner.rotate_next) {
             self.rotate(&mut inner)?;
         }
+        inner.rotate_next = false;
         let items = u32::try_from(items).unwrap_or(u32::MAX);
         let code = signal_code(signal);
         let mut head = [0u8; HEADER as usize];
@@ -335,7 +394,9 @@ impl Wal {
         {
             // Cut off whatever part was written, so that a restart does not see a torn record.
             let _ = seg.file.set_len(at);
-            return Err(io("cannot write", &seg.path, e));
+            let e = io("cannot write", &seg.path, e);
+            inner.rotate_next = matches!(e, WalError::NoSpace(_));
+            return Err(e);
         }
         seg.len += size;
         seg.unacked += 1;
@@ -343,7 +404,9 @@ impl Wal {
         inner.total_bytes += size;
         inner.unacked += 1;
         mark_dirty(&mut inner.dirty, file);
-        Ok(())
+        let offset = u32::try_from(at)
+            .map_err(|_| WalError::Io(format!("{}: offset too large", self.dir.display())))?;
+        Ok(RecordId { seq, offset })
     }
 
     fn rotate(&self, inner: &mut Inner) -> Result<(), WalError> {
@@ -357,10 +420,23 @@ impl Wal {
 
     /// The next request to send, in order; None when everything written has been handed out.
     pub fn next(&self) -> Result<Option<Record>, WalError> {
+        self.next_below(u64::MAX)
+    }
+
+    /// The next record an earlier run left (of a pipeline log: to replay it through the
+    /// pipeline), in order; None once they have all been handed out.
+    pub fn next_left_by_last_run(&self) -> Result<Option<Record>, WalError> {
+        self.next_below(self.first_new_seq)
+    }
+
+    fn next_below(&self, limit: u64) -> Result<Option<Record>, WalError> {
         let mut guard = self.lock();
         let inner = &mut *guard;
         loop {
             let (rs, ro) = (inner.read_seq, inner.read_offset);
+            if rs >= limit {
+                return Ok(None);
+            }
             let seg = match inner.segments.get(&rs) {
                 Some(seg) if ro < seg.len => seg,
                 // The segment being written, read to its end.
@@ -397,7 +473,7 @@ impl Wal {
             let Some((signal, items)) = parsed else {
                 // Only possible if the file changed under us: the bytes were checked at start or
                 // written by this process. Skip the record rather than stop the queue.
-                tracing::error!(file = %path.display(), offset, "on-disk queue: a record failed its checksum; skipped");
+                tracing::error!(file = %path.display(), offset, "{}: a record failed its checksum; skipped", self.what);
                 self.ack_locked(inner, RecordId { seq: rs, offset });
                 continue;
             };
@@ -413,9 +489,18 @@ impl Wal {
     }
 
     /// The record was delivered or given up on: never send it again.
+    #[cfg(test)]
     pub fn ack(&self, id: RecordId) {
         let mut inner = self.lock();
         self.ack_locked(&mut inner, id);
+    }
+
+    /// [`Wal::ack`] for several records at once (one lock; called off the async threads).
+    pub fn ack_many(&self, ids: &[RecordId]) {
+        let mut inner = self.lock();
+        for &id in ids {
+            self.ack_locked(&mut inner, id);
+        }
     }
 
     fn ack_locked(&self, inner: &mut Inner, id: RecordId) {
@@ -429,7 +514,9 @@ impl Wal {
                 self.delete_if_done(inner, id.seq);
                 return;
             }
-            if inner.read_seq == id.seq && inner.read_offset >= seg.len {
+            let read =
+                !self.reads_new || (inner.read_seq == id.seq && inner.read_offset >= seg.len);
+            if read {
                 // The segment being written is all delivered: empty it in place.
                 match seg.file.set_len(0) {
                     Ok(()) => {
@@ -444,7 +531,7 @@ impl Wal {
                         return;
                     }
                     Err(e) => {
-                        tracing::warn!(file = %seg.path.display(), error = %e, "on-disk queue: cannot empty a delivered segment");
+                        tracing::warn!(file = %seg.path.display(), error = %e, "{}: cannot empty a delivered segment", self.what);
                     }
                 }
             }
@@ -455,7 +542,7 @@ impl Wal {
                 Ok(f) => seg.ack_file = Some(Arc::new(f)),
                 Err(e) => {
                     // The record will be sent again after a restart: a duplicate, not a loss.
-                    tracing::warn!(file = %ack_path.display(), error = %e, "on-disk queue: cannot record a delivery");
+                    warn_ack_failed(self.what, &mut inner.ack_failing, &ack_path, &e);
                     return;
                 }
             }
@@ -466,10 +553,15 @@ impl Wal {
             entry[0..4].copy_from_slice(&off);
             entry[4..8].copy_from_slice(&crc32fast::hash(&off).to_le_bytes());
             let mut w: &File = f;
-            if let Err(e) = w.write_all(&entry) {
-                tracing::warn!(file = %ack_path.display(), error = %e, "on-disk queue: cannot record a delivery");
-            }
             let f = f.clone();
+            match w.write_all(&entry) {
+                Err(e) => warn_ack_failed(self.what, &mut inner.ack_failing, &ack_path, &e),
+                Ok(()) => {
+                    if std::mem::take(&mut inner.ack_failing) {
+                        tracing::info!(dir = %self.dir.display(), "{}: acknowledgements are written again", self.what);
+                    }
+                }
+            }
             mark_dirty(&mut inner.dirty, f);
         }
     }
@@ -515,6 +607,43 @@ impl Wal {
     }
 }
 
+/// Write acknowledgements off the async threads, in batches, until every sender is gone;
+/// `after` runs after each batch (room was made).
+pub async fn ack_loop(
+    wal: Arc<Wal>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<RecordId>,
+    mut after: impl FnMut() + Send,
+) {
+    let mut batch = Vec::new();
+    while let Some(id) = rx.recv().await {
+        batch.push(id);
+        while batch.len() < 8192 {
+            match rx.try_recv() {
+                Ok(id) => batch.push(id),
+                Err(_) => break,
+            }
+        }
+        let w = wal.clone();
+        let ids = std::mem::take(&mut batch);
+        match tokio::task::spawn_blocking(move || {
+            w.ack_many(&ids);
+            ids
+        })
+        .await
+        {
+            Ok(mut ids) => {
+                ids.clear();
+                batch = ids;
+            }
+            Err(e) => {
+                // Sent again after a restart: a duplicate, not a loss.
+                tracing::error!(dir = %wal.dir.display(), error = %e, "{}: the acknowledgement writer failed", wal.what);
+            }
+        }
+        after();
+    }
+}
+
 fn new_segment(dir: &Path, inner: &mut Inner) -> Result<(), WalError> {
     let seq = inner.write_seq;
     let path = segment_path(dir, seq, "wal");
@@ -540,6 +669,14 @@ fn new_segment(dir: &Path, inner: &mut Inner) -> Result<(), WalError> {
     Ok(())
 }
 
+/// The record will be sent again after a restart (a duplicate, not a loss); said once per
+/// episode (a full disk fails every acknowledgement).
+fn warn_ack_failed(what: &str, failing: &mut bool, path: &Path, e: &std::io::Error) {
+    if !std::mem::replace(failing, true) {
+        tracing::warn!(file = %path.display(), error = %e, "{what}: cannot record deliveries; what was delivered may be sent again after a restart");
+    }
+}
+
 fn mark_dirty(dirty: &mut Vec<Arc<File>>, f: Arc<File>) {
     if !dirty.iter().any(|d| Arc::ptr_eq(d, &f)) {
         dirty.push(f);
@@ -550,7 +687,7 @@ fn remove(path: &Path) {
     if let Err(e) = std::fs::remove_file(path)
         && e.kind() != ErrorKind::NotFound
     {
-        tracing::warn!(file = %path.display(), error = %e, "on-disk queue: cannot delete a finished file");
+        tracing::warn!(file = %path.display(), error = %e, "storage: cannot delete a finished file");
     }
 }
 

@@ -4,18 +4,26 @@
 //! takes permits before it hands a request over and the permits travel with the request until
 //! every exporter has it in its own bounded sending queue. So memory is bounded end to end, and a
 //! full pipeline shows up at the receiver, which refuses retryably or waits (`when_full`).
+//!
+//! With `storage`, a request is also appended to the pipeline's log before the receiver answers,
+//! and released once the exporters have its data (see [`storage`]).
 
+pub mod storage;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::exporter::{ExporterHandle, Payload};
-use crate::processor::{self, Processor};
+use crate::processor::{self, Marked, Processor};
 use crate::signal::{Batch, Signal};
 use crate::telemetry::PipelineCounters;
+use storage::{PipelineLog, RecordToken};
 
 /// What a receiver does when a pipeline's queue is full.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -34,7 +42,77 @@ struct Queued {
     /// sharded pipeline's router hands on).
     items: usize,
     /// Released when every part of the request is with the exporters.
-    _permit: Arc<OwnedSemaphorePermit>,
+    _permit: Arc<Permit>,
+    /// With a pipeline log: the request's record, kept until every part has been processed.
+    record: Option<Arc<RecordToken>>,
+}
+
+impl Queued {
+    fn mark(&self) -> Option<u64> {
+        self.record.as_ref().map(|r| r.mark)
+    }
+}
+
+/// A pipeline queue's room: items, and bytes (KiB of the requests' encoded size).
+struct Budget {
+    items: Arc<Semaphore>,
+    items_cap: u32,
+    kib: Arc<Semaphore>,
+    kib_cap: u32,
+}
+
+/// Room taken in a pipeline queue, given back when dropped.
+struct Permit {
+    _items: OwnedSemaphorePermit,
+    _kib: OwnedSemaphorePermit,
+}
+
+enum NoRoom {
+    Full,
+    Closed,
+}
+
+impl Budget {
+    fn new(items: usize, bytes: u64) -> Budget {
+        let cap = |n: u64| n.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize) as u64) as u32;
+        let (items_cap, kib_cap) = (cap(items as u64), cap(bytes.div_ceil(1024)));
+        Budget {
+            items: Arc::new(Semaphore::new(items_cap as usize)),
+            items_cap,
+            kib: Arc::new(Semaphore::new(kib_cap as usize)),
+            kib_cap,
+        }
+    }
+
+    /// Room for a request of `items` items and `bytes` encoded bytes. A request larger than
+    /// the whole queue takes all of it (it waits for an empty queue rather than never fitting).
+    async fn take(&self, items: usize, bytes: usize, wait: bool) -> Result<Permit, NoRoom> {
+        let n = (items.max(1) as u64).min(u64::from(self.items_cap)) as u32;
+        let k = (bytes.div_ceil(1024).max(1) as u64).min(u64::from(self.kib_cap)) as u32;
+        let closed = |_| NoRoom::Closed;
+        if wait {
+            let i = self
+                .items
+                .clone()
+                .acquire_many_owned(n)
+                .await
+                .map_err(closed)?;
+            let b = self
+                .kib
+                .clone()
+                .acquire_many_owned(k)
+                .await
+                .map_err(closed)?;
+            return Ok(Permit { _items: i, _kib: b });
+        }
+        let no = |e| match e {
+            tokio::sync::TryAcquireError::NoPermits => NoRoom::Full,
+            tokio::sync::TryAcquireError::Closed => NoRoom::Closed,
+        };
+        let i = self.items.clone().try_acquire_many_owned(n).map_err(no)?;
+        let b = self.kib.clone().try_acquire_many_owned(k).map_err(no)?;
+        Ok(Permit { _items: i, _kib: b })
+    }
 }
 
 /// The sending side of one pipeline's input queue.
@@ -42,9 +120,42 @@ struct Queued {
 pub struct PipelineInput {
     id: Arc<str>,
     tx: mpsc::UnboundedSender<Queued>,
-    sem: Arc<Semaphore>,
-    capacity: u32,
+    budget: Arc<Budget>,
     counters: PipelineCounters,
+    log: Option<Arc<PipelineLog>>,
+}
+
+impl PipelineInput {
+    async fn room(&self, items: usize, bytes: usize, wait: bool) -> Result<Permit, HandOffError> {
+        self.budget
+            .take(items, bytes, wait)
+            .await
+            .map_err(|e| match e {
+                NoRoom::Full => HandOffError::Full(self.id.to_string()),
+                NoRoom::Closed => HandOffError::Closed(self.id.to_string()),
+            })
+    }
+
+    fn put(
+        &self,
+        batch: Batch,
+        items: usize,
+        permit: Permit,
+        record: Option<Arc<RecordToken>>,
+    ) -> Result<(), HandOffError> {
+        self.counters.queue_items.inc_by(items as i64);
+        let q = Queued {
+            batch,
+            items,
+            _permit: Arc::new(permit),
+            record,
+        };
+        if self.tx.send(q).is_err() {
+            self.counters.queue_items.dec_by(items as i64);
+            return Err(HandOffError::Closed(self.id.to_string()));
+        }
+        Ok(())
+    }
 }
 
 /// Every pipeline one receiver feeds for one signal.
@@ -60,6 +171,9 @@ pub enum HandOffError {
     Full(String),
     #[error("pipeline {0} is shutting down")]
     Closed(String),
+    /// The pipeline's log cannot take the request: full, the disk full, or failing.
+    #[error("pipeline {pipeline}: {message}")]
+    Storage { pipeline: String, message: String },
 }
 
 impl Fanin {
@@ -74,55 +188,50 @@ impl Fanin {
     /// Hand a batch to every pipeline, all or nothing: permits for all of them first.
     pub async fn send(&self, batch: Batch, when_full: WhenFull) -> Result<(), HandOffError> {
         let items = batch.item_count();
+        let bytes = batch.encoded_len();
         let mut permits = Vec::with_capacity(self.inputs.len());
         for input in &self.inputs {
-            let n = (items.max(1) as u32).min(input.capacity);
-            let permit = match when_full {
-                WhenFull::Refuse => {
-                    input
-                        .sem
-                        .clone()
-                        .try_acquire_many_owned(n)
-                        .map_err(|e| match e {
-                            tokio::sync::TryAcquireError::NoPermits => {
-                                HandOffError::Full(input.id.to_string())
-                            }
-                            tokio::sync::TryAcquireError::Closed => {
-                                HandOffError::Closed(input.id.to_string())
-                            }
-                        })?
-                }
-                WhenFull::Block => input
-                    .sem
-                    .clone()
-                    .acquire_many_owned(n)
-                    .await
-                    .map_err(|_| HandOffError::Closed(input.id.to_string()))?,
+            permits.push(
+                input
+                    .room(items, bytes, when_full == WhenFull::Block)
+                    .await?,
+            );
+        }
+        // With a log: the request is on disk in every pipeline's log before anyone has it.
+        let mut records: Vec<Option<Arc<RecordToken>>> = Vec::with_capacity(self.inputs.len());
+        let mut encoded: Option<Bytes> = None;
+        for input in &self.inputs {
+            let Some(log) = &input.log else {
+                records.push(None);
+                continue;
             };
-            permits.push(permit);
+            let bytes = encoded
+                .get_or_insert_with(|| Bytes::from(batch.encode_to_vec()))
+                .clone();
+            match log.append(batch.signal(), items, bytes).await {
+                Ok(token) => records.push(Some(token)),
+                // Records already written for the other pipelines are released as their tokens
+                // drop here: the request is refused as a whole and the client sends it again.
+                Err(e) => {
+                    return Err(HandOffError::Storage {
+                        pipeline: input.id.to_string(),
+                        message: e.to_string(),
+                    });
+                }
+            }
         }
         let last = self.inputs.len().saturating_sub(1);
         let mut batch = Some(batch);
-        for (i, (input, permit)) in self.inputs.iter().zip(permits).enumerate() {
+        for (i, ((input, permit), record)) in
+            self.inputs.iter().zip(permits).zip(records).enumerate()
+        {
             let b = if i == last {
                 batch.take()
             } else {
                 batch.clone()
             };
             let Some(b) = b else { break };
-            input.counters.queue_items.inc_by(items as i64);
-            if input
-                .tx
-                .send(Queued {
-                    batch: b,
-                    items,
-                    _permit: Arc::new(permit),
-                })
-                .is_err()
-            {
-                input.counters.queue_items.dec_by(items as i64);
-                return Err(HandOffError::Closed(input.id.to_string()));
-            }
+            input.put(b, items, permit, record)?;
         }
         Ok(())
     }
@@ -134,31 +243,76 @@ pub struct Pipeline {
     pub signal: Signal,
     pub input: PipelineInput,
     pub task: JoinHandle<()>,
+    /// With `storage`: the log, and the tasks that replay what the last run left and write
+    /// acknowledgements (ends after [`PipelineLog::close`]).
+    pub log: Option<Arc<PipelineLog>>,
+    pub storage_tasks: Vec<JoinHandle<()>>,
+}
+
+/// Where and how a pipeline keeps its log (`service.pipelines.<id>.storage`).
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    pub sync_interval: Duration,
+}
+
+/// What a pipeline is made of.
+pub struct PipelineParts {
+    pub queue_size: usize,
+    /// The queue's byte budget (the encoded size of the requests in it).
+    pub queue_max_bytes: u64,
+    pub chains: Vec<Vec<Box<dyn Processor>>>,
+    pub exporters: Vec<ExporterHandle>,
+    pub storage: Option<StorageSettings>,
 }
 
 impl Pipeline {
     /// Start the pipeline task. `hard_stop` fires when the shutdown grace period has run out:
-    /// whatever is still held is then counted as dropped.
+    /// whatever is still held is then counted as dropped. `stop_intake` fires when receivers
+    /// stop: the replay of the log (if any) stops too, leaving the rest for the next start.
     pub fn start(
         id: &str,
         signal: Signal,
-        queue_size: usize,
-        mut chains: Vec<Vec<Box<dyn Processor>>>,
-        exporters: Vec<ExporterHandle>,
+        parts: PipelineParts,
         counters: PipelineCounters,
         hard_stop: CancellationToken,
-    ) -> Pipeline {
-        let capacity = queue_size
-            .min(Semaphore::MAX_PERMITS)
-            .min(u32::MAX as usize) as u32;
+        stop_intake: CancellationToken,
+    ) -> Result<Pipeline, String> {
+        let PipelineParts {
+            queue_size,
+            queue_max_bytes,
+            mut chains,
+            exporters,
+            storage,
+        } = parts;
+        let budget = Arc::new(Budget::new(queue_size, queue_max_bytes));
+        let mut storage_tasks = Vec::new();
+        let (log, found) = match &storage {
+            Some(st) => {
+                let (log, found, task) = PipelineLog::open(
+                    id,
+                    &st.dir,
+                    st.max_bytes,
+                    st.sync_interval,
+                    chains.len(),
+                    counters.clone(),
+                    hard_stop.clone(),
+                )
+                .map_err(|e| format!("pipeline {id}: storage: {e}"))?;
+                storage_tasks.push(task);
+                (Some(log), found.requests)
+            }
+            None => (None, 0),
+        };
         let (tx, rx) = mpsc::unbounded_channel();
-        counters.queue_capacity.set(capacity as i64);
+        counters.queue_capacity.set(i64::from(budget.items_cap));
         let input = PipelineInput {
             id: Arc::from(id),
             tx,
-            sem: Arc::new(Semaphore::new(capacity as usize)),
-            capacity,
+            budget,
             counters: counters.clone(),
+            log: log.clone(),
         };
         let task = if chains.len() <= 1 {
             let runner = Runner {
@@ -167,6 +321,8 @@ impl Pipeline {
                 exporters,
                 counters,
                 hard_stop,
+                log: log.clone(),
+                shard: 0,
             };
             tokio::spawn(runner.run(rx))
         } else {
@@ -174,7 +330,7 @@ impl Pipeline {
             // of a trace to the same shard, so each shard sees whole traces.
             let mut shard_txs = Vec::new();
             let mut shard_tasks = Vec::new();
-            for chain in chains {
+            for (shard, chain) in chains.into_iter().enumerate() {
                 let (stx, srx) = mpsc::unbounded_channel();
                 let runner = Runner {
                     signal,
@@ -182,19 +338,104 @@ impl Pipeline {
                     exporters: exporters.clone(),
                     counters: counters.clone(),
                     hard_stop: hard_stop.clone(),
+                    log: log.clone(),
+                    shard,
                 };
                 shard_txs.push(stx);
                 shard_tasks.push(tokio::spawn(runner.run(srx)));
             }
             tokio::spawn(route(rx, shard_txs, shard_tasks, counters, hard_stop))
         };
-        Pipeline {
+        if let Some(log) = &log
+            && found > 0
+        {
+            storage_tasks.push(tokio::spawn(replay(
+                log.clone(),
+                input.clone(),
+                signal,
+                stop_intake,
+            )));
+        }
+        Ok(Pipeline {
             id: id.to_string(),
             signal,
             input,
             task,
-        }
+            log,
+            storage_tasks,
+        })
     }
+}
+
+/// Send what the last run left in the log through the pipeline again, waiting for room in its
+/// queue; stop when the receivers do (the rest stays for the next start).
+async fn replay(
+    log: Arc<PipelineLog>,
+    input: PipelineInput,
+    signal: Signal,
+    stop: CancellationToken,
+) {
+    let (mut requests, mut items_total) = (0u64, 0u64);
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            r = log.next_left_by_last_run() => r,
+        };
+        let record = match next {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::error!(pipeline = %log.id(), error = %e, "pipeline log: cannot read what the last run left; the rest is replayed by the next start");
+                break;
+            }
+        };
+        let batch = match Batch::decode(record.signal, &record.payload) {
+            Ok(b) if b.signal() == signal => b,
+            Ok(b) => {
+                tracing::error!(pipeline = %log.id(), signal = %b.signal(), items = record.items, "pipeline log: a record of another signal; discarded");
+                log.counters().dropped(
+                    b.signal(),
+                    record.items,
+                    "a record of another signal in the pipeline log",
+                );
+                log.discard(record.id);
+                continue;
+            }
+            Err(e) => {
+                log.counters().dropped(
+                    signal,
+                    record.items,
+                    &format!("a record of the pipeline log does not decode: {e}"),
+                );
+                log.discard(record.id);
+                continue;
+            }
+        };
+        let items = batch.item_count();
+        let permit = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            p = input.room(items, record.payload.len(), true) => p,
+        };
+        let Ok(permit) = permit else { break };
+        let token = log.register(record.id);
+        let mark = token.mark;
+        if input.put(batch, items, permit, Some(token)).is_err() {
+            // The pipeline has stopped: the record stays in the log for the next start.
+            log.abandon(mark);
+            break;
+        }
+        requests += 1;
+        items_total += items as u64;
+        log.counters().replayed.inc_by(items as u64);
+    }
+    tracing::info!(
+        pipeline = %log.id(),
+        requests,
+        items = items_total,
+        "pipeline log: replayed what the last run left (delivery is at least once: some may have been delivered before)"
+    );
 }
 
 /// Split each request by trace id over the shards; the shards are bounded by the pipeline's
@@ -225,8 +466,13 @@ async fn route(
                 items: 0,
                 batch,
                 _permit: q._permit.clone(),
+                record: q.record.clone(),
             };
             if let Err(e) = tx.send(part) {
+                // Counted as dropped, and kept in the log (if any) for the next start.
+                if let Some(r) = &e.0.record {
+                    r.abandon();
+                }
                 let n = e.0.batch.item_count();
                 counters.dropped(e.0.batch.signal(), n, "a pipeline shard has stopped");
             }
@@ -315,6 +561,9 @@ struct Runner {
     exporters: Vec<ExporterHandle>,
     counters: PipelineCounters,
     hard_stop: CancellationToken,
+    /// With `storage`: the log this runner reports what it holds to, as shard `shard`.
+    log: Option<Arc<PipelineLog>>,
+    shard: usize,
 }
 
 impl Runner {
@@ -334,15 +583,19 @@ impl Runner {
                 msg = rx.recv() => {
                     let Some(q) = msg else { break };
                     self.counters.queue_items.dec_by(q.items as i64);
-                    let out = processor::run_chain(&mut self.chain, vec![q.batch], Instant::now());
+                    let mark = q.mark();
+                    let out = processor::run_chain_marked(&mut self.chain, vec![(q.batch, mark)], Instant::now());
                     if !self.deliver(out).await {
                         break;
                     }
-                    // The permit (q._permit) is released here, once exporters hold the data.
+                    // The permit (q._permit) is released here, once exporters hold the data, and
+                    // the record (q.record) is processed: what is left of it is held or sent.
+                    drop(q._permit);
+                    drop(q.record);
                 }
                 _ = self.hard_stop.cancelled() => break,
                 _ = ticker.tick(), if ticking => {
-                    let out = processor::tick_chain(&mut self.chain, Instant::now());
+                    let out = processor::tick_chain_marked(&mut self.chain, Instant::now());
                     if !self.deliver(out).await {
                         break;
                     }
@@ -350,9 +603,10 @@ impl Runner {
             }
         }
         // Input closed (receivers stopped) or the hard stop fired: flush what stages hold.
-        let out = processor::shutdown_chain(&mut self.chain, Instant::now());
+        let out = processor::shutdown_chain_marked(&mut self.chain, Instant::now());
         self.deliver(out).await;
-        // Whatever is still queued after a hard stop is counted, never silently lost.
+        // Whatever is still queued after a hard stop is counted, never silently lost (and stays
+        // in the log, if any: nothing is released after the hard stop).
         rx.close();
         while let Some(q) = rx.recv().await {
             self.counters.queue_items.dec_by(q.items as i64);
@@ -361,19 +615,28 @@ impl Runner {
         }
     }
 
-    /// Fan a batch out to every exporter; false once the hard stop has fired.
-    async fn deliver(&mut self, batches: Vec<Batch>) -> bool {
-        for b in batches {
-            let items = b.item_count();
-            if items == 0 {
-                continue;
-            }
-            let payload =
-                if !self.exporters.is_empty() && self.exporters.iter().all(|e| e.wire_only()) {
-                    Payload::wire(b)
+    /// Fan batches out to every exporter; false once the hard stop has fired.
+    async fn deliver(&mut self, batches: Vec<Marked>) -> bool {
+        let wire = !self.exporters.is_empty() && self.exporters.iter().all(|e| e.wire_only());
+        let payloads: Vec<Arc<Payload>> = batches
+            .into_iter()
+            .filter(|(b, _)| b.item_count() > 0)
+            .map(|(b, mark)| {
+                let release = self.log.as_ref().and_then(|l| l.guard(mark));
+                if wire {
+                    Payload::wire(b, release)
                 } else {
-                    Payload::new(b)
-                };
+                    Payload::new(b, release)
+                }
+            })
+            .collect();
+        // The batches let out carry their marks now: only then may the log learn that the
+        // processors hold less (see `storage`).
+        if let Some(log) = &self.log {
+            log.set_held(self.shard, processor::held_mark(&self.chain));
+        }
+        for payload in payloads {
+            let items = payload.items;
             for e in &self.exporters {
                 tokio::select! {
                     biased;
@@ -392,6 +655,28 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes_as_well_as_items() {
+        // 1000 items, 8 KiB.
+        let b = Budget::new(1000, 8 * 1024);
+        let first = b.take(10, 6 * 1024, false).await;
+        assert!(first.is_ok());
+        // 10 items fit, 3 KiB do not: refused although the items would fit.
+        assert!(matches!(
+            b.take(10, 3 * 1024, false).await,
+            Err(NoRoom::Full)
+        ));
+        let third = b.take(10, 2 * 1024, false).await;
+        assert!(third.is_ok());
+        drop(first);
+        // A request larger than the whole budget takes all of it, once the queue is empty.
+        let all = b.take(1, 1 << 20, false).await;
+        assert!(matches!(all, Err(NoRoom::Full)), "2 KiB are still taken");
+        drop(third);
+        assert!(b.take(1, 1 << 20, false).await.is_ok());
+    }
+
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};

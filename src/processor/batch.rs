@@ -46,6 +46,9 @@ pub struct BatchProcessor {
     held: Option<Batch>,
     items: usize,
     since: Option<Instant>,
+    /// The mark of the next input, and the lowest mark of what is held (pipeline log).
+    input_mark: Option<u64>,
+    held_mark: Option<u64>,
 }
 
 impl BatchProcessor {
@@ -55,6 +58,8 @@ impl BatchProcessor {
             held: None,
             items: 0,
             since: None,
+            input_mark: None,
+            held_mark: None,
         }
     }
 
@@ -64,6 +69,7 @@ impl BatchProcessor {
         }
         self.items = 0;
         self.since = None;
+        self.held_mark = None;
     }
 }
 
@@ -87,6 +93,9 @@ impl Processor for BatchProcessor {
             .is_some_and(|s: Signal| s != batch.signal())
         {
             self.flush(out);
+        }
+        if let Some(m) = self.input_mark.take() {
+            self.held_mark = Some(self.held_mark.map_or(m, |h| h.min(m)));
         }
         match self.held.as_mut() {
             None => {
@@ -117,6 +126,14 @@ impl Processor for BatchProcessor {
 
     fn on_shutdown(&mut self, out: &mut Vec<Batch>) {
         self.flush(out);
+    }
+
+    fn input_mark(&mut self, mark: Option<u64>) {
+        self.input_mark = mark;
+    }
+
+    fn held_mark(&self) -> Option<u64> {
+        self.held_mark
     }
 
     fn tick_interval(&self) -> Option<Duration> {

@@ -38,6 +38,18 @@ pub trait Processor: Send {
     fn share(&self) -> Option<Box<dyn Processor>> {
         None
     }
+
+    /// With a pipeline log (`storage`): the mark of the batch the next `on_input` gets (the
+    /// lowest mark of the log records its data came from; None: from none). A stage that keeps
+    /// data past the call remembers the marks of what it keeps, for [`Processor::held_mark`].
+    fn input_mark(&mut self, _mark: Option<u64>) {}
+
+    /// The lowest mark of the data this stage holds now (None: it holds nothing). Every stage
+    /// that keeps data past `on_input` must say so here, or the pipeline log would release
+    /// records whose data it still holds (see `pipeline::storage`).
+    fn held_mark(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A stage shared by the shards of a pipeline: each shard's handle locks the one instance.
@@ -70,6 +82,12 @@ impl<P: Processor + 'static> Processor for Shared<P> {
     }
     fn share(&self) -> Option<Box<dyn Processor>> {
         Some(Box::new(Shared(self.0.clone())))
+    }
+    fn input_mark(&mut self, mark: Option<u64>) {
+        self.with(|p| p.input_mark(mark))
+    }
+    fn held_mark(&self) -> Option<u64> {
+        self.with(|p| p.held_mark())
     }
 }
 
@@ -225,20 +243,59 @@ impl Validate for ProcessorConfig {
     }
 }
 
+/// A batch with its mark: the lowest mark of the log records its data came from (None: no log,
+/// or data of no record). See `pipeline::storage`.
+pub type Marked = (Batch, Option<u64>);
+
+fn lowest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The lowest mark any stage of `chain` holds.
+pub fn held_mark(chain: &[Box<dyn Processor>]) -> Option<u64> {
+    chain.iter().map(|s| s.held_mark()).fold(None, lowest)
+}
+
 /// Run `batches` through `chain` in order; what comes out of the last stage is returned.
 pub fn run_chain(
     chain: &mut [Box<dyn Processor>],
     batches: Vec<Batch>,
     now: Instant,
 ) -> Vec<Batch> {
+    unmark(run_chain_marked(chain, mark_none(batches), now))
+}
+
+fn mark_none(batches: Vec<Batch>) -> Vec<Marked> {
+    batches.into_iter().map(|b| (b, None)).collect()
+}
+
+fn unmark(batches: Vec<Marked>) -> Vec<Batch> {
+    batches.into_iter().map(|(b, _)| b).collect()
+}
+
+/// [`run_chain`] keeping marks: what a stage lets out is marked with the lowest of its input's
+/// mark and what the stage held before (it may have let some of that out too), so a batch's
+/// mark is never above that of any data in it.
+pub fn run_chain_marked(
+    chain: &mut [Box<dyn Processor>],
+    batches: Vec<Marked>,
+    now: Instant,
+) -> Vec<Marked> {
     let mut cur = batches;
     for stage in chain.iter_mut() {
         if cur.is_empty() {
             break;
         }
         let mut next = Vec::with_capacity(cur.len());
-        for b in cur {
-            stage.on_input(b, now, &mut next);
+        let mut out = Vec::new();
+        for (b, mark) in cur {
+            let out_mark = lowest(mark, stage.held_mark());
+            stage.input_mark(mark);
+            stage.on_input(b, now, &mut out);
+            next.extend(out.drain(..).map(|b| (b, out_mark)));
         }
         cur = next;
     }
@@ -247,12 +304,19 @@ pub fn run_chain(
 
 /// Tick every stage; what a stage releases goes through the stages after it.
 pub fn tick_chain(chain: &mut [Box<dyn Processor>], now: Instant) -> Vec<Batch> {
+    unmark(tick_chain_marked(chain, now))
+}
+
+/// [`tick_chain`] keeping marks: what a stage releases is marked with what it held before.
+pub fn tick_chain_marked(chain: &mut [Box<dyn Processor>], now: Instant) -> Vec<Marked> {
     let mut released = Vec::new();
     for i in 0..chain.len() {
         let mut out = Vec::new();
+        let mark = chain[i].held_mark();
         chain[i].on_tick(now, &mut out);
         if !out.is_empty() {
-            released.extend(run_chain(&mut chain[i + 1..], out, now));
+            let out = out.into_iter().map(|b| (b, mark)).collect();
+            released.extend(run_chain_marked(&mut chain[i + 1..], out, now));
         }
     }
     released
@@ -260,12 +324,19 @@ pub fn tick_chain(chain: &mut [Box<dyn Processor>], now: Instant) -> Vec<Batch> 
 
 /// Flush every stage, first to last, each flush going through the stages after it.
 pub fn shutdown_chain(chain: &mut [Box<dyn Processor>], now: Instant) -> Vec<Batch> {
+    unmark(shutdown_chain_marked(chain, now))
+}
+
+/// [`shutdown_chain`] keeping marks.
+pub fn shutdown_chain_marked(chain: &mut [Box<dyn Processor>], now: Instant) -> Vec<Marked> {
     let mut released = Vec::new();
     for i in 0..chain.len() {
         let mut out = Vec::new();
+        let mark = chain[i].held_mark();
         chain[i].on_shutdown(&mut out);
         if !out.is_empty() {
-            released.extend(run_chain(&mut chain[i + 1..], out, now));
+            let out = out.into_iter().map(|b| (b, mark)).collect();
+            released.extend(run_chain_marked(&mut chain[i + 1..], out, now));
         }
     }
     released

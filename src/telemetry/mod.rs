@@ -68,6 +68,11 @@ pub struct SelfMetrics {
     pipeline_queue_items: Family<PipelineLabels, Gauge>,
     pipeline_queue_capacity: Family<PipelineLabels, Gauge>,
     pipeline_dropped: Family<PipelineLabels, Counter>,
+    pipeline_storage_bytes: Family<PipelineLabels, Gauge>,
+    pipeline_storage_capacity: Family<PipelineLabels, Gauge>,
+    pipeline_storage_records: Family<PipelineLabels, Gauge>,
+    pipeline_storage_corrupted: Family<PipelineLabels, Counter>,
+    pipeline_replayed: Family<PipelineLabels, Counter>,
     assembly: crate::analysis::assembly::AssemblyCounters,
     sampling: crate::processor::tail_sampling::SamplingCounters,
     embedding_vectors_dropped: Counter,
@@ -166,6 +171,11 @@ impl SelfMetrics {
             pipeline_queue_items: Default::default(),
             pipeline_queue_capacity: Default::default(),
             pipeline_dropped: Default::default(),
+            pipeline_storage_bytes: Default::default(),
+            pipeline_storage_capacity: Default::default(),
+            pipeline_storage_records: Default::default(),
+            pipeline_storage_corrupted: Default::default(),
+            pipeline_replayed: Default::default(),
             assembly: Default::default(),
             sampling: Default::default(),
             embedding_vectors_dropped: Default::default(),
@@ -238,6 +248,31 @@ impl SelfMetrics {
             m::PIPELINE_DROPPED_ITEMS,
             "Items a pipeline dropped when the shutdown grace period ran out",
             s.pipeline_dropped.clone(),
+        );
+        r.register(
+            m::PIPELINE_STORAGE_BYTES,
+            "Bytes a pipeline's log (storage) takes",
+            s.pipeline_storage_bytes.clone(),
+        );
+        r.register(
+            m::PIPELINE_STORAGE_CAPACITY_BYTES,
+            "The size limit of a pipeline's log (storage_max_mib)",
+            s.pipeline_storage_capacity.clone(),
+        );
+        r.register(
+            m::PIPELINE_STORAGE_RECORDS,
+            "Requests in a pipeline's log that some exporter does not have yet",
+            s.pipeline_storage_records.clone(),
+        );
+        r.register(
+            m::PIPELINE_STORAGE_CORRUPTED,
+            "Damaged or cut-short records skipped when a pipeline's log was opened",
+            s.pipeline_storage_corrupted.clone(),
+        );
+        r.register(
+            m::PIPELINE_REPLAYED_ITEMS,
+            "Items replayed from a pipeline's log at start (at least once: some may be duplicates)",
+            s.pipeline_replayed.clone(),
         );
         r.register(
             m::TRACES_IN_FLIGHT,
@@ -421,6 +456,11 @@ impl SelfMetrics {
             queue_items: self.pipeline_queue_items.get_or_create(&l).clone(),
             queue_capacity: self.pipeline_queue_capacity.get_or_create(&l).clone(),
             dropped: self.pipeline_dropped.get_or_create(&l).clone(),
+            storage_bytes: self.pipeline_storage_bytes.get_or_create(&l).clone(),
+            storage_capacity: self.pipeline_storage_capacity.get_or_create(&l).clone(),
+            storage_records: self.pipeline_storage_records.get_or_create(&l).clone(),
+            storage_corrupted: self.pipeline_storage_corrupted.get_or_create(&l).clone(),
+            replayed: self.pipeline_replayed.get_or_create(&l).clone(),
         }
     }
 }
@@ -546,6 +586,11 @@ pub struct PipelineCounters {
     pub queue_items: Gauge,
     pub queue_capacity: Gauge,
     dropped: Counter,
+    pub storage_bytes: Gauge,
+    pub storage_capacity: Gauge,
+    pub storage_records: Gauge,
+    pub storage_corrupted: Counter,
+    pub replayed: Counter,
 }
 
 impl PipelineCounters {

@@ -676,6 +676,100 @@ service:
     b.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlphttp_checks_the_certificate_against_server_name_override() {
+    ragwatch::service::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("backend CA");
+    // B's certificate names only `ragwatch-b.internal`, not the address A connects to.
+    let leaf = ca.issue(
+        "ragwatch-b",
+        vec!["ragwatch-b.internal".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (cert, key) = write_leaf(dir.path(), "server", &leaf);
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem);
+    let backend = Backend::start().await;
+    let tls = tls_yaml(&cert, &key, None, "");
+    let b = harness::start(&config(&tls, &tls, &backend)).await;
+    let b_http = b.http_addr("otlp").expect("http");
+    let a = |over: &str| {
+        format!(
+            r#"
+receivers:
+{}
+exporters:
+  otlphttp/b:
+    endpoint: https://127.0.0.1:{}
+    tls: {{ ca_file: '{}'{over} }}
+    retry_on_failure: {{ enabled: false }}
+service:
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlphttp/b] }}
+"#,
+            harness::otlp_receiver(""),
+            b_http.port(),
+            ca_file.display()
+        )
+    };
+    // Without the override the name checked is 127.0.0.1, which the certificate does not name.
+    let wrong = harness::start(&a("")).await;
+    let mut c = TraceServiceClient::connect(harness::grpc_url(&wrong))
+        .await
+        .expect("connect");
+    c.export(request("unnamed")).await.expect("export");
+    let failed = r#"ragwatch_exporter_send_failed_spans_total{exporter="otlphttp/b"}"#;
+    assert!(
+        harness::eventually(LIMIT, || harness::metric(&wrong, failed) == 1.0).await,
+        "the certificate is refused without the override"
+    );
+    wrong.shutdown().await;
+    // With it, the same certificate is accepted.
+    let right = harness::start(&a(", server_name_override: ragwatch-b.internal")).await;
+    let mut c = TraceServiceClient::connect(harness::grpc_url(&right))
+        .await
+        .expect("connect");
+    c.export(request("named")).await.expect("export");
+    assert!(
+        backend.wait_for_spans(1, LIMIT).await,
+        "delivered with the override"
+    );
+    let names: Vec<String> = backend.spans().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["named"]);
+    right.shutdown().await;
+    b.shutdown().await;
+}
+
+#[test]
+fn otlphttp_insecure_with_an_https_endpoint_is_a_problem() {
+    let yaml = r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: { endpoint: 127.0.0.1:0 }
+exporters:
+  otlphttp/contradiction:
+    endpoint: https://backend.example.com
+    tls: { insecure: true }
+  otlphttp/plain:
+    endpoint: http://backend.example.com
+    tls: { insecure: true, server_name_override: backend.internal }
+service:
+  pipelines:
+    traces: { receivers: [otlp], exporters: [otlphttp/contradiction, otlphttp/plain] }
+"#;
+    let e = ragwatch::Config::from_yaml_with_env(yaml, "test", &|_| None)
+        .expect_err("contradictions are problems");
+    let problems: Vec<String> = e.problems().iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        problems,
+        [
+            "exporters.otlphttp/contradiction.tls.insecure: is true but endpoint `https://backend.example.com` is https://; use http:// for plaintext, or drop insecure",
+            "exporters.otlphttp/plain.tls.server_name_override: is set but every endpoint is http:// (plaintext): there is no certificate to check",
+        ]
+    );
+}
+
 #[test]
 fn bad_tls_settings_are_listed_each_with_its_key_path() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -51,6 +51,7 @@ fn config(max_traces: usize, max_spans: usize) -> TraceAssemblyConfig {
         max_trace_age: Duration::from_secs(30),
         max_traces,
         max_spans_per_trace: max_spans,
+        max_held_mib: 32,
         min_share: 0.4,
         patterns: Default::default(),
     }
@@ -384,4 +385,77 @@ fn above_the_memory_limit_held_traces_leave_oldest_first_a_portion_a_tick() {
     limiter.update(200, 100);
     assert_eq!(traces_in(&tick(&mut a, 400)), vec![4, 5]);
     assert_eq!(a.traces_held(), 0);
+}
+
+#[test]
+fn past_max_held_mib_the_oldest_traces_leave_early_and_are_counted() {
+    let c = AssemblyCounters::default();
+    let mut cfg = config(1000, 1000);
+    cfg.max_held_mib = 1;
+    let mut p = TraceAssembly::new(cfg, vec![Box::new(TraceSummary)], c.clone());
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    // Spans of about 100 KiB each (a big attribute): eleven traces of one span take 1100 KiB.
+    let big = |trace: u8| {
+        span(
+            trace,
+            1,
+            Some(9),
+            vec![KeyValue {
+                key: "blob".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue("x".repeat(100 * 1024))),
+                }),
+                ..Default::default()
+            }],
+        )
+    };
+    for t in 1..=10u8 {
+        p.on_input(req("api", vec![big(t)]), t0, &mut out);
+    }
+    assert!(out.is_empty(), "1000 KiB fit in 1024");
+    p.on_input(req("api", vec![big(11)]), t0, &mut out);
+    // 1100 KiB > 1 MiB: the oldest (trace 1) left early; without it, 1000 KiB fit again.
+    assert_eq!(ids(&out), vec![(1, 1)]);
+    assert_eq!(c.evictions.get(), 1);
+    assert_eq!(p.traces_held(), 10);
+    // Below the bound again: nothing more leaves early.
+    p.on_input(req("api", vec![span(11, 1, Some(9), vec![])]), t0, &mut out);
+    assert_eq!(ids(&out).len(), 1);
+}
+
+#[test]
+fn the_held_mark_is_the_lowest_mark_of_any_trace_still_held() {
+    let (mut p, _) = assembler(100, 100);
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    assert_eq!(p.held_mark(), None);
+    p.input_mark(Some(5));
+    p.on_input(
+        req("api", vec![span(1, 11, Some(10), vec![])]),
+        t0,
+        &mut out,
+    );
+    p.input_mark(Some(6));
+    p.on_input(
+        req("api", vec![span(2, 21, Some(20), vec![])]),
+        t0,
+        &mut out,
+    );
+    // A span of trace 2 from an older record (marks need not arrive in order).
+    p.input_mark(Some(3));
+    p.on_input(
+        req("api", vec![span(2, 22, Some(20), vec![])]),
+        t0,
+        &mut out,
+    );
+    assert_eq!(p.held_mark(), Some(3));
+    // Trace 2's root: it leaves after the grace; trace 1 (mark 5) stays.
+    p.input_mark(Some(7));
+    p.on_input(req("api", vec![span(2, 20, None, vec![])]), t0, &mut out);
+    p.on_tick(t0 + Duration::from_secs(3), &mut out);
+    assert_eq!(ids(&out).len(), 3);
+    assert_eq!(p.held_mark(), Some(5));
+    p.on_shutdown(&mut out);
+    assert_eq!(p.held_mark(), None);
 }

@@ -78,11 +78,16 @@ pub(super) fn serve(
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Gzip);
     let counters = ingest.counters.clone();
+    let zstd = ZstdLayer {
+        limit,
+        counters: counters.clone(),
+    };
     let map = move |resp| map_decode_errors(resp, &counters);
     tokio::spawn(async move {
         let router = tonic::transport::Server::builder()
             .layer(tonic::service::InterceptorLayer::new(auth))
             .layer(tower::util::MapResponseLayer::new(map))
+            .layer(zstd)
             .add_service(traces)
             .add_service(metrics)
             .add_service(logs);
@@ -139,6 +144,151 @@ fn map_decode_errors(
     resp
 }
 
+/// zstd-compressed gRPC messages are decompressed here, not by tonic: tonic's zstd decoder
+/// allocates whatever window a frame asks for (up to 128 MiB) before it decodes a byte, so a
+/// 20-byte message could take that much memory whatever `max_recv_msg_size_mib` says. Here the
+/// body is read up to the limit, each message inflated with the window held to the limit (as
+/// the HTTP receiver does) and stopped one byte past it, and passed on uncompressed.
+#[derive(Clone)]
+struct ZstdLayer {
+    limit: usize,
+    counters: crate::telemetry::ReceiverCounters,
+}
+
+impl<S> tower::Layer<S> for ZstdLayer {
+    type Service = Zstd<S>;
+    fn layer(&self, inner: S) -> Zstd<S> {
+        Zstd {
+            inner,
+            limit: self.limit,
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Zstd<S> {
+    inner: S,
+    limit: usize,
+    counters: crate::telemetry::ReceiverCounters,
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for Zstd<S>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let zstd = req
+            .headers()
+            .get("grpc-encoding")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"zstd"));
+        if !zstd {
+            return Box::pin(self.inner.call(req));
+        }
+        // The service that was made ready takes this call; a clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (limit, counters) = (self.limit, self.counters.clone());
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            match unzstd(body, limit).await {
+                Ok(plain) => {
+                    parts.headers.remove("grpc-encoding");
+                    let body = tonic::body::Body::new(http_body_util::Full::new(plain));
+                    inner.call(http::Request::from_parts(parts, body)).await
+                }
+                Err(status) => {
+                    if status.code() == Code::InvalidArgument {
+                        counters.request("invalid");
+                        tracing::warn!(receiver = %counters.receiver, reason = %status.message(), "refused an OTLP/gRPC request");
+                    }
+                    Ok(status.into_http())
+                }
+            }
+        })
+    }
+}
+
+/// The gRPC messages of `body`, each zstd-decompressed within `limit`, framed again uncompressed.
+async fn unzstd(body: tonic::body::Body, limit: usize) -> Result<bytes::Bytes, Status> {
+    use http_body_util::BodyExt;
+    let too_large = || {
+        Status::resource_exhausted(format!(
+            "the message is larger than max_recv_msg_size_mib ({limit} bytes)"
+        ))
+    };
+    // A compressed message larger than the limit will not inflate to less; 5 bytes of framing.
+    let raw = match http_body_util::Limited::new(body, limit.saturating_add(5))
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(too_large());
+        }
+        Err(e) => {
+            return Err(Status::invalid_argument(format!(
+                "cannot read the request: {e}"
+            )));
+        }
+    };
+    let mut out = bytes::BytesMut::new();
+    let mut rest = &raw[..];
+    while !rest.is_empty() {
+        let (Some(&flag), Some(len)) = (rest.first(), rest.get(1..5)) else {
+            return Err(Status::invalid_argument("a gRPC frame is cut short"));
+        };
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let Some(msg) = rest.get(5..5 + len) else {
+            return Err(Status::invalid_argument("a gRPC frame is cut short"));
+        };
+        rest = &rest[5 + len..];
+        let plain = if flag == 1 {
+            super::http::zstd_decoder(msg, limit)
+                .and_then(|d| super::http::inflate(d, limit))
+                .map_err(|r| {
+                    if r.is_too_large() {
+                        too_large()
+                    } else {
+                        Status::invalid_argument(r.message().to_string())
+                    }
+                })?
+        } else {
+            msg.to_vec()
+        };
+        if plain.len() > limit {
+            return Err(too_large());
+        }
+        let n = u32::try_from(plain.len()).map_err(|_| too_large())?;
+        out.extend_from_slice(&[0]);
+        out.extend_from_slice(&n.to_be_bytes());
+        out.extend_from_slice(&plain);
+    }
+    Ok(out.freeze())
+}
+
 #[derive(Clone)]
 struct Svc(Arc<Ingest>);
 
@@ -160,7 +310,8 @@ impl Svc {
                     }
                     IngestError::Full(after)
                     | IngestError::Closed(after)
-                    | IngestError::Memory(after) => {
+                    | IngestError::Memory(after)
+                    | IngestError::Storage(after, _) => {
                         self.0.counters.request("refused");
                         Status::with_error_details(
                             Code::Unavailable,

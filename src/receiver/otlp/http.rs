@@ -162,6 +162,15 @@ pub(crate) struct Refusal {
 }
 
 impl Refusal {
+    /// Too large (after decompression) rather than malformed.
+    pub(crate) fn is_too_large(&self) -> bool {
+        self.status == StatusCode::PAYLOAD_TOO_LARGE
+    }
+
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     fn new(
         status: StatusCode,
         grpc_code: tonic::Code,
@@ -296,15 +305,16 @@ async fn receive(
                 "no_pipeline",
                 message,
             ),
-            IngestError::Full(after) | IngestError::Closed(after) | IngestError::Memory(after) => {
-                Refusal {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    grpc_code: tonic::Code::Unavailable,
-                    message,
-                    retry_after: Some(after),
-                    outcome: "refused",
-                }
-            }
+            IngestError::Full(after)
+            | IngestError::Closed(after)
+            | IngestError::Memory(after)
+            | IngestError::Storage(after, _) => Refusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                grpc_code: tonic::Code::Unavailable,
+                message,
+                retry_after: Some(after),
+                outcome: "refused",
+            },
         }
     })
 }

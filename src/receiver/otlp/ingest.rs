@@ -77,6 +77,8 @@ pub(super) enum IngestError {
     Closed(Duration),
     /// Above the memory limiter's soft limit (retryable).
     Memory(Duration),
+    /// A pipeline's log cannot take the request: full, its disk full, or failing (retryable).
+    Storage(Duration, String),
 }
 
 impl IngestError {
@@ -86,6 +88,9 @@ impl IngestError {
             IngestError::Full(_) => "the pipeline is full; retry later".into(),
             IngestError::Closed(_) => "ragwatch is shutting down; retry later".into(),
             IngestError::Memory(_) => "ragwatch is above its memory limit; retry later".into(),
+            IngestError::Storage(_, why) => {
+                format!("the pipeline's log cannot take the request ({why}); retry later")
+            }
         }
     }
 }
@@ -161,6 +166,9 @@ impl Ingest {
                     return Err(match e {
                         HandOffError::Full(_) => IngestError::Full(self.retry_after),
                         HandOffError::Closed(_) => IngestError::Closed(self.retry_after),
+                        HandOffError::Storage { message, .. } => {
+                            IngestError::Storage(self.retry_after, message)
+                        }
                     });
                 }
             }
