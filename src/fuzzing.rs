@@ -182,6 +182,7 @@ fn context() -> BuildContext {
         self_metrics: self_metrics.clone(),
         findings: findings.clone(),
         memory: None,
+        shards: 1,
     }
 }
 

@@ -133,6 +133,7 @@ impl Service {
             self_metrics: metrics.clone(),
             findings: findings.clone(),
             memory: memory.clone(),
+            shards: 1,
         };
 
         // Exporters first, only those some pipeline uses.
@@ -208,6 +209,10 @@ impl Service {
                 } else {
                     1
                 });
+            let pctx = BuildContext {
+                shards,
+                ..pctx.clone()
+            };
             let mut chains: Vec<Vec<Box<dyn crate::processor::Processor>>> = Vec::new();
             for _ in 0..shards {
                 let mut chain = Vec::new();

@@ -122,6 +122,9 @@ pub struct BuildContext {
     pub findings: std::sync::Arc<crate::findings::Findings>,
     /// The memory limiter, when configured (trace assembly flushes when it says so).
     pub memory: Option<std::sync::Arc<crate::memory::MemoryLimiter>>,
+    /// The copies of the pipeline's processors (shards): a per-pipeline bound such as
+    /// `max_held_mib` is shared out among them.
+    pub shards: usize,
 }
 
 impl ProcessorConfig {
@@ -185,7 +188,8 @@ impl ProcessorConfig {
                         }),
                     ],
                     ctx.self_metrics.assembly(),
-                );
+                )
+                .one_of(ctx.shards);
                 match &ctx.memory {
                     Some(m) => Box::new(a.with_memory_limiter(m.clone())),
                     None => Box::new(a),
