@@ -192,6 +192,7 @@ fn context() -> BuildContext {
         memory: None,
         slo_burning: Default::default(),
         whole_traces: false,
+        shards: 1,
     }
 }
 

@@ -135,6 +135,7 @@ impl Service {
             memory: memory.clone(),
             slo_burning: Default::default(),
             whole_traces: false,
+            shards: 1,
         };
 
         // Exporters first, only those some pipeline uses.
@@ -210,6 +211,10 @@ impl Service {
                 } else {
                     1
                 });
+            let pctx = BuildContext {
+                shards,
+                ..pctx.clone()
+            };
             let mut chains: Vec<Vec<Box<dyn crate::processor::Processor>>> = Vec::new();
             for _ in 0..shards {
                 let mut chain = Vec::new();

@@ -38,8 +38,9 @@ pub struct TraceAssemblyConfig {
     /// Spans held per trace (default 10,000); past it the trace is flushed as partial.
     #[serde(default = "default_max_spans")]
     pub max_spans_per_trace: usize,
-    /// The spans held, in MiB of their OTLP encoding (default 32; in memory they take about
-    /// three to five times that); past it the oldest traces are flushed as partial (counted).
+    /// The spans held, in MiB of their OTLP encoding (default 16, shared out among the
+    /// pipeline's shards; in memory they take about three to five times that); past it the
+    /// oldest traces are flushed as partial (counted).
     #[serde(default = "default_max_held_mib")]
     pub max_held_mib: u64,
     /// A stage owning at least this share of the critical path is the trace's bottleneck
@@ -79,7 +80,7 @@ fn default_max_spans() -> usize {
     10_000
 }
 fn default_max_held_mib() -> u64 {
-    32
+    16
 }
 
 impl Default for TraceAssemblyConfig {
@@ -220,8 +221,10 @@ pub struct TraceAssembly {
     /// The pipeline-log mark of the batch being taken, and the held traces' marks (a multiset).
     input_mark: Option<u64>,
     marks: std::collections::BTreeMap<u64, usize>,
-    /// The encoded size of every span held, against `max_held_mib`.
+    /// The encoded size of every span held, against `max_held` (this shard's share of
+    /// `max_held_mib`).
     held_bytes: usize,
+    max_held: usize,
     /// Flushing early for `max_held_mib` (for one log line per episode).
     bytes_flushing: bool,
 }
@@ -233,7 +236,6 @@ impl TraceAssembly {
         counters: AssemblyCounters,
     ) -> Self {
         TraceAssembly {
-            config,
             traces: HashMap::new(),
             due: BTreeSet::new(),
             age: VecDeque::new(),
@@ -246,8 +248,20 @@ impl TraceAssembly {
             input_mark: None,
             marks: Default::default(),
             held_bytes: 0,
+            max_held: usize::try_from(config.max_held_mib.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
             bytes_flushing: false,
+            config,
         }
+    }
+
+    /// This assembler is one of `shards` copies of the pipeline's: it holds its share of
+    /// `max_held_mib`.
+    pub fn one_of(mut self, shards: usize) -> Self {
+        self.max_held = usize::try_from(self.config.max_held_mib.saturating_mul(1 << 20))
+            .unwrap_or(usize::MAX)
+            / shards.max(1);
+        self
     }
 
     fn unmark(&mut self, mark: Option<u64>) {
@@ -459,12 +473,12 @@ impl TraceAssembly {
         }
     }
 
-    /// Over `max_held_mib`: flush the oldest traces until under it, counted as evictions.
+    /// Over this shard's share of `max_held_mib`: flush the oldest traces until under it,
+    /// counted as evictions. One log line per episode: it ends once a tick finds the assembler
+    /// at most 3/4 full.
     fn bound_bytes(&mut self, now: Instant, flushed: &mut Vec<AssembledTrace>) {
-        let max =
-            usize::try_from(self.config.max_held_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let max = self.max_held;
         if self.held_bytes <= max {
-            self.bytes_flushing = false;
             return;
         }
         if !self.bytes_flushing {
@@ -472,6 +486,7 @@ impl TraceAssembly {
             tracing::warn!(
                 held_mib = self.held_bytes >> 20,
                 max_held_mib = self.config.max_held_mib,
+                share_mib = self.max_held >> 20,
                 traces_held = self.traces.len(),
                 "trace assembly holds more than max_held_mib: flushing the oldest traces early (counted in ragwatch_trace_evictions_total)"
             );
@@ -695,6 +710,9 @@ impl Processor for TraceAssembly {
             self.memory_flushing = false;
         }
         self.due_now(now, &mut flushed);
+        if self.bytes_flushing && self.held_bytes <= self.max_held / 4 * 3 {
+            self.bytes_flushing = false;
+        }
         // After a burst, give memory back rather than keep the peak's tables for ever.
         if self.traces.capacity() > 1024 && self.traces.len() < self.traces.capacity() / 4 {
             self.traces.shrink_to(self.traces.len() * 2);

@@ -76,7 +76,7 @@ pub struct PipelineConfig {
     #[serde(default = "default_queue_size")]
     pub queue_size: usize,
     /// The input queue's byte budget, in MiB of the queued requests' OTLP encoding (default
-    /// 16; decoded, a request takes about three to five times its encoding in memory). Whichever
+    /// 8; decoded, a request takes about three to five times its encoding in memory). Whichever
     /// of `queue_size` and this fills first makes receivers refuse retryably or wait.
     #[serde(default = "default_queue_max_mib")]
     pub queue_max_mib: u64,
@@ -110,7 +110,7 @@ fn default_storage_mib() -> u64 {
 }
 
 fn default_queue_max_mib() -> u64 {
-    16
+    8
 }
 
 fn default_sync_interval() -> Duration {

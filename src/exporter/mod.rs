@@ -233,7 +233,7 @@ pub struct QueueConfig {
     /// Requests the queue holds (default 1000).
     #[serde(default = "default_queue_size")]
     pub queue_size: usize,
-    /// The in-memory queue's byte budget, in MiB of the requests' OTLP encoding (default 32).
+    /// The in-memory queue's byte budget, in MiB of the requests' OTLP encoding (default 8).
     /// Whichever of `queue_size` and this fills first counts as full. Not for `storage`.
     #[serde(default = "default_queue_max_mib")]
     pub queue_max_mib: u64,
@@ -285,7 +285,7 @@ fn default_queue_size() -> usize {
     1000
 }
 fn default_queue_max_mib() -> u64 {
-    32
+    8
 }
 fn default_consumers() -> usize {
     10

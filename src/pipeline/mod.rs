@@ -174,6 +174,9 @@ pub enum HandOffError {
     /// The pipeline's log cannot take the request: full, the disk full, or failing.
     #[error("pipeline {pipeline}: {message}")]
     Storage { pipeline: String, message: String },
+    /// The request is larger than the pipeline's whole log (`storage_max_mib`): never retried.
+    #[error("pipeline {pipeline}: {message}")]
+    TooLargeForStorage { pipeline: String, message: String },
 }
 
 impl Fanin {
@@ -212,6 +215,12 @@ impl Fanin {
                 Ok(token) => records.push(Some(token)),
                 // Records already written for the other pipelines are released as their tokens
                 // drop here: the request is refused as a whole and the client sends it again.
+                Err(e @ crate::exporter::wal::WalError::TooLarge(_)) => {
+                    return Err(HandOffError::TooLargeForStorage {
+                        pipeline: input.id.to_string(),
+                        message: e.to_string(),
+                    });
+                }
                 Err(e) => {
                     return Err(HandOffError::Storage {
                         pipeline: input.id.to_string(),

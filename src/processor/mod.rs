@@ -130,6 +130,9 @@ pub struct BuildContext {
     /// Whether an earlier stage of the pipeline hands on whole traces (`trace_assembly` in hold
     /// mode), set for each stage as the pipeline is built.
     pub whole_traces: bool,
+    /// The copies of the pipeline's processors (shards): a per-pipeline bound such as
+    /// `max_held_mib` is shared out among them.
+    pub shards: usize,
 }
 
 impl ProcessorConfig {
@@ -197,7 +200,8 @@ impl ProcessorConfig {
                         }),
                     ],
                     ctx.self_metrics.assembly(),
-                );
+                )
+                .one_of(ctx.shards);
                 match &ctx.memory {
                     Some(m) => Box::new(a.with_memory_limiter(m.clone())),
                     None => Box::new(a),

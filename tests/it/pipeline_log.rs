@@ -487,3 +487,49 @@ service:
         .expect("join");
     assert_eq!(code, Some(0), "{log}");
 }
+
+#[tokio::test]
+async fn a_request_larger_than_the_whole_log_is_refused_for_good() {
+    let backend = Backend::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = harness::start(&format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: 127.0.0.1:0, max_recv_msg_size_mib: 4 }}
+exporters:
+  otlp: {{ endpoint: {} }}
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp]
+      storage: {}
+      storage_max_mib: 1"#,
+        backend.grpc_endpoint(),
+        dir.path().join("log").display()
+    ))
+    .await;
+    let mut c = client(&s.grpc_addr("otlp").expect("grpc").to_string()).await;
+    // About 1.5 MiB: under the receiver's limit, over the whole log's.
+    let status = c
+        .export(harness::traces_request(padded(0, 300)))
+        .await
+        .expect_err("refused");
+    // RESOURCE_EXHAUSTED without RetryInfo: OTLP clients do not retry it forever.
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.get_details_retry_info().is_none());
+    assert!(
+        status.message().contains("larger than the whole log"),
+        "{}",
+        status.message()
+    );
+    // A request that fits goes through.
+    c.export(harness::traces_request(padded(1, 5)))
+        .await
+        .expect("accepted");
+    assert!(backend.wait_for_spans(25, Duration::from_secs(10)).await);
+    s.shutdown().await;
+}

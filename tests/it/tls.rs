@@ -677,6 +677,42 @@ service:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_handshakes_are_capped_and_the_next_waits_for_a_free_one() {
+    ragwatch::service::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("test CA");
+    let (cert, key) = write_leaf(dir.path(), "server", &ca.server("ragwatch"));
+    let backend = Backend::start().await;
+    let tls = tls_yaml(&cert, &key, None, "");
+    let s = harness::start(&config(&tls, &tls, &backend)).await;
+    let grpc = s.grpc_addr("otlp").expect("grpc");
+    // As many silent clients as handshakes may run: connected, never saying hello.
+    let mut silent = Vec::new();
+    for _ in 0..ragwatch::tls::MAX_CONCURRENT_HANDSHAKES {
+        silent.push(TcpStream::connect(grpc).await.expect("connect"));
+    }
+    // The next client's handshake waits (accepting has paused)...
+    let versions = rustls::DEFAULT_VERSIONS;
+    let mut next =
+        tokio::spawn(async move { handshake(grpc, &[&ca], None, &[b"h2"], versions).await });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut next)
+            .await
+            .is_err(),
+        "a handshake past the cap waits"
+    );
+    // ...until a silent one goes away and frees its place.
+    drop(silent.pop());
+    let done = tokio::time::timeout(LIMIT, next)
+        .await
+        .expect("finished once a place was free")
+        .expect("join");
+    assert!(done.is_ok(), "{done:?}");
+    drop((done, silent));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlphttp_checks_the_certificate_against_server_name_override() {
     ragwatch::service::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tempdir");

@@ -308,6 +308,8 @@ impl Svc {
                         self.0.counters.request("no_pipeline");
                         Status::unimplemented(msg)
                     }
+                    // Counted (too_large) and logged with the decoding errors, by the same code.
+                    IngestError::TooLarge(_) => Status::resource_exhausted(msg),
                     IngestError::Full(after)
                     | IngestError::Closed(after)
                     | IngestError::Memory(after)

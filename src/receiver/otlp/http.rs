@@ -305,6 +305,12 @@ async fn receive(
                 "no_pipeline",
                 message,
             ),
+            IngestError::TooLarge(_) => Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                tonic::Code::ResourceExhausted,
+                "too_large",
+                message,
+            ),
             IngestError::Full(after)
             | IngestError::Closed(after)
             | IngestError::Memory(after)

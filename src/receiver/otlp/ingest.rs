@@ -79,6 +79,8 @@ pub(super) enum IngestError {
     Memory(Duration),
     /// A pipeline's log cannot take the request: full, its disk full, or failing (retryable).
     Storage(Duration, String),
+    /// Larger than a pipeline's whole log (not retryable).
+    TooLarge(String),
 }
 
 impl IngestError {
@@ -91,6 +93,7 @@ impl IngestError {
             IngestError::Storage(_, why) => {
                 format!("the pipeline's log cannot take the request ({why}); retry later")
             }
+            IngestError::TooLarge(why) => format!("the request is too large: {why}"),
         }
     }
 }
@@ -168,6 +171,9 @@ impl Ingest {
                         HandOffError::Closed(_) => IngestError::Closed(self.retry_after),
                         HandOffError::Storage { message, .. } => {
                             IngestError::Storage(self.retry_after, message)
+                        }
+                        HandOffError::TooLargeForStorage { message, .. } => {
+                            IngestError::TooLarge(message)
                         }
                     });
                 }
