@@ -3,7 +3,21 @@
 use std::sync::{Arc, Mutex};
 
 /// Log lines written while `f` runs.
+///
+/// A global subscriber that takes every event (and writes them nowhere) is installed first:
+/// without one, another test thread can cache a callsite's interest as "never" (the no-op
+/// default's answer) just after this thread's scoped subscriber rebuilt it, and the events would
+/// not reach it (a flaky test, seen once in five runs).
 pub fn logged(f: impl FnOnce()) -> Vec<String> {
+    static GLOBAL: std::sync::Once = std::sync::Once::new();
+    GLOBAL.call_once(|| {
+        let sink = tracing_subscriber::fmt()
+            .with_writer(std::io::sink)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        // Another test's global subscriber is as good.
+        let _ = tracing::subscriber::set_global_default(sink);
+    });
     #[derive(Clone, Default)]
     struct Buf(Arc<Mutex<Vec<u8>>>);
     impl std::io::Write for Buf {

@@ -153,6 +153,8 @@ struct Held {
 struct Pending {
     due: Instant,
     spans: Vec<Held>,
+    /// With a pipeline log: the lowest mark of the requests its spans came from.
+    mark: Option<u64>,
 }
 
 /// The runtime of one `tail_sampling` processor (one per shard of its pipeline).
@@ -163,6 +165,10 @@ pub struct TailSampling {
     whole_traces: bool,
     pending: HashMap<[u8; 16], Pending>,
     order: VecDeque<(Instant, [u8; 16])>,
+    /// With a pipeline log: the mark of the batch being taken, and how many waiting traces hold
+    /// each mark, so the log releases no record whose spans wait here.
+    input_mark: Option<u64>,
+    marks: std::collections::BTreeMap<u64, usize>,
     kept: Fifo,
     dropped: Fifo,
     burning: Option<Arc<Burning>>,
@@ -231,6 +237,8 @@ impl TailSampling {
             whole_traces,
             pending: HashMap::new(),
             order: VecDeque::new(),
+            input_mark: None,
+            marks: std::collections::BTreeMap::new(),
             burning,
             burning_seen: (0, Arc::new(HashSet::new())),
             counters,
@@ -427,6 +435,7 @@ impl TailSampling {
                 Pending {
                     due,
                     spans: Vec::new(),
+                    mark: None,
                 },
             );
             self.order.push_back((due, id));
@@ -435,6 +444,13 @@ impl TailSampling {
             return;
         };
         p.spans.push(h);
+        if let Some(m) = self.input_mark
+            && p.mark.is_none_or(|old| m < old)
+        {
+            let old = p.mark.replace(m);
+            *self.marks.entry(m).or_insert(0) += 1;
+            unmark(&mut self.marks, old);
+        }
         if p.spans.len() >= MAX_HELD_SPANS {
             self.counters.early_decisions.inc();
             self.decide_pending(id, now, kept);
@@ -445,6 +461,7 @@ impl TailSampling {
         let Some(p) = self.pending.remove(&id) else {
             return;
         };
+        unmark(&mut self.marks, p.mark);
         let d = {
             let t = TraceRef {
                 trace_id: &id,
@@ -638,6 +655,25 @@ impl Processor for TailSampling {
 
     fn share(&self) -> Option<Box<dyn Processor>> {
         Some(Box::new(self.sibling()))
+    }
+
+    fn input_mark(&mut self, mark: Option<u64>) {
+        self.input_mark = mark;
+    }
+
+    fn held_mark(&self) -> Option<u64> {
+        self.marks.keys().next().copied()
+    }
+}
+
+/// One waiting trace fewer holds `mark`.
+fn unmark(marks: &mut std::collections::BTreeMap<u64, usize>, mark: Option<u64>) {
+    let Some(m) = mark else { return };
+    if let Some(n) = marks.get_mut(&m) {
+        *n -= 1;
+        if *n == 0 {
+            marks.remove(&m);
+        }
     }
 }
 

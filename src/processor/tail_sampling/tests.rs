@@ -1369,3 +1369,29 @@ fn a_drop_is_counted_under_its_policy() {
         .get();
     assert_eq!(series, 0);
 }
+
+#[test]
+fn waiting_traces_hold_the_marks_of_their_requests_for_the_pipeline_log() {
+    // Without trace assembly, spans wait for their decision: the pipeline log must keep the
+    // records they came from until then.
+    let c = SamplingCounters::default();
+    let config = TailSamplingConfig {
+        policies: policies_yaml("[{name: all, type: always_sample}]"),
+        decision_wait: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let mut p = TailSampling::new(config, false, c).expect("build");
+    let now = Instant::now();
+    let mut out = Vec::new();
+    assert_eq!(p.held_mark(), None);
+    p.input_mark(Some(7));
+    p.on_input(Batch::Traces(TraceBuilder::new(1).request()), now, &mut out);
+    p.input_mark(Some(9));
+    p.on_input(Batch::Traces(TraceBuilder::new(2).request()), now, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(p.held_mark(), Some(7));
+    // Once decided, nothing is held.
+    p.on_tick(now + Duration::from_secs(6), &mut out);
+    assert_eq!(spans_of(&out).len(), 2);
+    assert_eq!(p.held_mark(), None);
+}
