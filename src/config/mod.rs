@@ -397,3 +397,35 @@ impl Serialize for Secret {
 
 #[cfg(test)]
 mod tests;
+
+/// The problems of an on-disk log's settings (an exporter's sending queue, a pipeline's log):
+/// a size of 0, a sync interval of 0 or above 500 ms, a path that is not a directory.
+pub fn validate_storage(
+    path: &str,
+    dir: Option<&std::path::Path>,
+    max_mib: u64,
+    sync_interval: std::time::Duration,
+    problems: &mut Problems,
+) {
+    if max_mib == 0 {
+        problems.push(
+            &format!("{path}.storage_max_mib"),
+            "must be greater than zero",
+        );
+    }
+    if sync_interval.is_zero() || sync_interval > std::time::Duration::from_millis(500) {
+        problems.push(
+            &format!("{path}.storage_sync_interval"),
+            "must be greater than zero and at most 500ms",
+        );
+    }
+    if let Some(dir) = dir
+        && dir.exists()
+        && !dir.is_dir()
+    {
+        problems.push(
+            &format!("{path}.storage"),
+            format!("`{}` exists and is not a directory", dir.display()),
+        );
+    }
+}

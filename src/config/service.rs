@@ -282,29 +282,13 @@ impl Validate for ServiceConfig {
             if p.queue_max_mib == 0 {
                 problems.push(&format!("{pp}.queue_max_mib"), "must be greater than zero");
             }
-            if p.storage_max_mib == 0 {
-                problems.push(
-                    &format!("{pp}.storage_max_mib"),
-                    "must be greater than zero",
-                );
-            }
-            if p.storage_sync_interval.is_zero()
-                || p.storage_sync_interval > Duration::from_millis(500)
-            {
-                problems.push(
-                    &format!("{pp}.storage_sync_interval"),
-                    "must be greater than zero and at most 500ms",
-                );
-            }
-            if let Some(dir) = &p.storage
-                && dir.exists()
-                && !dir.is_dir()
-            {
-                problems.push(
-                    &format!("{pp}.storage"),
-                    format!("`{}` exists and is not a directory", dir.display()),
-                );
-            }
+            crate::config::validate_storage(
+                &pp,
+                p.storage.as_deref(),
+                p.storage_max_mib,
+                p.storage_sync_interval,
+                problems,
+            );
             for (list, name) in [
                 (&p.receivers, "receivers"),
                 (&p.processors, "processors"),

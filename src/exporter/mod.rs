@@ -311,29 +311,13 @@ impl QueueConfig {
                 "must be greater than zero",
             );
         }
-        if self.storage_max_mib == 0 {
-            problems.push(
-                &format!("{path}.storage_max_mib"),
-                "must be greater than zero",
-            );
-        }
-        if self.storage_sync_interval.is_zero()
-            || self.storage_sync_interval > Duration::from_millis(500)
-        {
-            problems.push(
-                &format!("{path}.storage_sync_interval"),
-                "must be greater than zero and at most 500ms",
-            );
-        }
-        if let Some(dir) = &self.storage
-            && dir.exists()
-            && !dir.is_dir()
-        {
-            problems.push(
-                &format!("{path}.storage"),
-                format!("`{}` exists and is not a directory", dir.display()),
-            );
-        }
+        crate::config::validate_storage(
+            path,
+            self.storage.as_deref(),
+            self.storage_max_mib,
+            self.storage_sync_interval,
+            problems,
+        );
     }
 }
 
