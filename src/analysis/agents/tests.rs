@@ -91,6 +91,15 @@ fn in_trace<'a>(spans: &'a [(String, Span)], prefix: &str) -> Vec<&'a Span> {
         .collect()
 }
 
+/// The span with id `[id; 8]` among the analysed spans.
+fn span_with(spans: &[(String, Span)], id: u8) -> &Span {
+    spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.span_id == vec![id; 8])
+        .expect("the span")
+}
+
 fn f64_of(s: &Span, k: &str) -> f64 {
     get_f64(&s.attributes, k).unwrap_or(f64::NAN)
 }
@@ -604,11 +613,7 @@ fn the_same_tool_with_the_same_arguments_again_and_again_is_a_loop_in_every_stac
         let (spans, d) = analysed(vec![request(run(sh, 8, |_| {
             r#"{"query": "refund policy"}"#.into()
         }))]);
-        let agent = spans
-            .iter()
-            .map(|(_, s)| s)
-            .find(|s| s.span_id == vec![2; 8]);
-        let agent = agent.expect("agent span");
+        let agent = span_with(&spans, 2);
         assert_eq!(findings_of(agent), ["agent_loop"], "{}", sh.stack);
         assert_eq!(f64_of(agent, a::AGENT_TOOL_CALLS), 8.0, "{}", sh.stack);
         assert_eq!(f64_of(agent, a::AGENT_LLM_CALLS), 9.0, "{}", sh.stack);
@@ -635,11 +640,7 @@ fn a_run_stopped_at_its_limit_is_a_loop_with_outcome_limit_reached() {
         let mut spans = run(sh, 2, |i| format!(r#"{{"q": {i}}}"#));
         error(&mut spans[1], sh.limit);
         let (out, d) = analysed(vec![request(spans)]);
-        let agent = out
-            .iter()
-            .map(|(_, s)| s)
-            .find(|s| s.span_id == vec![2; 8])
-            .expect("agent");
+        let agent = span_with(&out, 2);
         assert_eq!(
             get_str(&agent.attributes, a::AGENT_OUTCOME),
             Some("limit_reached"),
@@ -658,11 +659,7 @@ fn a_run_stopped_at_its_limit_is_a_loop_with_outcome_limit_reached() {
         let mut spans = run(sh, 1, |_| "{}".into());
         error(&mut spans[1], "ValueError: bad input");
         let (out, _) = analysed(vec![request(spans)]);
-        let agent = out
-            .iter()
-            .map(|(_, s)| s)
-            .find(|s| s.span_id == vec![2; 8])
-            .expect("agent");
+        let agent = span_with(&out, 2);
         assert_eq!(get_str(&agent.attributes, a::AGENT_OUTCOME), Some("error"));
         assert!(findings_of(agent).is_empty(), "{}", sh.stack);
     }
@@ -675,11 +672,7 @@ fn a_failed_tool_is_a_tool_error_with_its_retries_and_counted_per_tool() {
         // The first tool call (span 4) fails; the model calls search_docs twice more.
         error(&mut spans[3], "Error running tool (non-fatal)");
         let (out, d) = analysed(vec![request(spans)]);
-        let tool = out
-            .iter()
-            .map(|(_, s)| s)
-            .find(|s| s.span_id == vec![4; 8])
-            .expect("tool");
+        let tool = span_with(&out, 4);
         assert_eq!(findings_of(tool), ["tool_error"], "{}", sh.stack);
         let desc = tool
             .events
@@ -687,11 +680,7 @@ fn a_failed_tool_is_a_tool_error_with_its_retries_and_counted_per_tool() {
             .find_map(|e| get_str(&e.attributes, a::FINDING_DESCRIPTION))
             .unwrap_or("");
         assert!(desc.contains("again 2 time(s)"), "{}: {desc}", sh.stack);
-        let agent = out
-            .iter()
-            .map(|(_, s)| s)
-            .find(|s| s.span_id == vec![2; 8])
-            .expect("agent");
+        let agent = span_with(&out, 2);
         assert_eq!(f64_of(agent, a::AGENT_TOOL_ERRORS), 1.0);
         let mut text = String::new();
         d.encode_prometheus(&mut text);
@@ -709,11 +698,7 @@ fn too_many_model_calls_in_one_run_are_excessive() {
     for sh in STACKS {
         // 11 model calls (10 tool calls with different arguments between): >= 10.
         let (out, _) = analysed(vec![request(run(sh, 10, |i| format!(r#"{{"q": {i}}}"#)))]);
-        let agent = out
-            .iter()
-            .map(|(_, s)| s)
-            .find(|s| s.span_id == vec![2; 8])
-            .expect("agent");
+        let agent = span_with(&out, 2);
         assert_eq!(findings_of(agent), ["excessive_llm_calls"], "{}", sh.stack);
     }
 }
@@ -734,12 +719,7 @@ fn nested_model_calls_and_wrapper_agents_count_once() {
     spans.push(oi_chat(3, 2, 10));
     spans.push(pydantic_chat(4, 3, 20));
     let (out, d) = analysed(vec![request(spans)]);
-    let by = |id: u8| {
-        out.iter()
-            .map(|(_, s)| s)
-            .find(|s| s.span_id == vec![id; 8])
-            .expect("span")
-    };
+    let by = |id: u8| span_with(&out, id);
     let one_call = (100.0 * 0.15 + 10.0 * 0.60) / 1e6;
     for id in [2, 9] {
         assert!((f64_of(by(id), a::AGENT_COST_USD) - one_call).abs() < 1e-15);
