@@ -8,13 +8,13 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
-use ragwatch::analysis::path::{Kind, SpanNode, analyze};
-use ragwatch::analysis::{TraceAssembly, TraceAssemblyConfig};
 use ragwatch::genai::prices::{PriceTable, SuppliedCost};
 use ragwatch::genai::view;
 use ragwatch::processor::Processor;
+use ragwatch::processor::trace_assembly::{TraceAssembly, TraceAssemblyConfig};
 use ragwatch::signal::Batch;
 use ragwatch::synth::{Profile, rag_trace};
+use ragwatch::trace::path::{Kind, SpanNode, analyze};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -84,7 +84,9 @@ fn assembly(c: &mut Criterion) {
                 (
                     TraceAssembly::new(
                         TraceAssemblyConfig::default(),
-                        vec![Box::new(ragwatch::analysis::TraceSummary)],
+                        vec![Box::new(
+                            ragwatch::processor::trace_assembly::summary::TraceSummary,
+                        )],
                         Default::default(),
                     ),
                     Batch::Traces(req.clone()),

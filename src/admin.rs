@@ -50,9 +50,7 @@ impl Health {
     }
 }
 
-/// The alert engine, once alerting has started.
-pub type AlertsSlot =
-    Arc<std::sync::OnceLock<Arc<std::sync::Mutex<crate::alerting::engine::Engine>>>>;
+use crate::alerting::AlertsSlot;
 
 #[derive(Clone)]
 struct AdminState {
@@ -71,7 +69,7 @@ pub enum AdminIncoming {
 /// reload task (ending when `stop` fires). Warns when the address is reachable from elsewhere
 /// without a token or without TLS.
 pub async fn listen(
-    config: &crate::config::TelemetryMetricsConfig,
+    config: &TelemetryMetricsConfig,
     metrics: &SelfMetrics,
     stop: &CancellationToken,
 ) -> std::io::Result<(AdminIncoming, SocketAddr)> {
@@ -203,41 +201,9 @@ async fn metrics_handler(
     } else {
         (
             [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-            openmetrics_to_text(&text),
+            crate::telemetry::openmetrics_to_text(&text),
         )
     }
-}
-
-/// The Prometheus text format of an OpenMetrics exposition: counter families are named with
-/// their `_total` samples, `# UNIT` and `# EOF` lines go.
-pub fn openmetrics_to_text(om: &str) -> String {
-    let mut counters = std::collections::HashSet::new();
-    for l in om.lines() {
-        if let Some(rest) = l.strip_prefix("# TYPE ")
-            && let Some((name, "counter")) = rest.split_once(' ')
-        {
-            counters.insert(name.to_string());
-        }
-    }
-    let mut out = String::with_capacity(om.len());
-    for l in om.lines() {
-        if l == "# EOF" || l.starts_with("# UNIT ") {
-            continue;
-        }
-        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
-            let rest = l.strip_prefix(p)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters
-                .contains(name)
-                .then(|| format!("{p}{name}_total {tail}"))
-        });
-        match renamed {
-            Some(r) => out.push_str(&r),
-            None => out.push_str(l),
-        }
-        out.push('\n');
-    }
-    out
 }
 
 /// Active alerts (pending, firing, and resolved ones still kept) as JSON.
@@ -262,4 +228,38 @@ async fn ready_handler(State(s): State<AdminState>) -> impl IntoResponse {
             format!("not ready: {why}\n"),
         ),
     }
+}
+
+/// The admin endpoint: /metrics, /healthz, /readyz, /api/v1/..., and the page at /.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryMetricsConfig {
+    /// Default 127.0.0.1:8888.
+    #[serde(default = "default_admin_address")]
+    pub address: String,
+    /// Serve over TLS, as the receivers do; plaintext when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Box<crate::tls::TlsServerConfig>>,
+    /// Require `Authorization: Bearer <token>` on everything but /healthz, /readyz and the
+    /// page's static files (the page asks for the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<crate::receiver::otlp::AuthConfig>,
+    /// The page at / and its API.
+    #[serde(default)]
+    pub page: crate::page::PageConfig,
+}
+
+impl Default for TelemetryMetricsConfig {
+    fn default() -> Self {
+        TelemetryMetricsConfig {
+            address: default_admin_address(),
+            tls: None,
+            auth: None,
+            page: crate::page::PageConfig::default(),
+        }
+    }
+}
+
+fn default_admin_address() -> String {
+    "127.0.0.1:8888".to_string()
 }

@@ -15,7 +15,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::trace::v1::span::Event;
 use serde::Serialize;
+
+use crate::attributes::hex;
+use crate::names::attrs as a;
 use tokio::sync::broadcast;
 
 /// How serious a finding is; the same words as alert severities.
@@ -279,5 +284,62 @@ mod tests {
         );
         assert_eq!(lines.len(), 4, "nothing else: {lines:#?}");
         assert_eq!(f.published(), 61);
+    }
+}
+
+/// Finding names (the `finding` label and the event's `name` attribute).
+pub mod finding {
+    pub const SEQUENTIAL_CALLS: &str = "sequential_calls";
+    pub const REPEATED_RETRIEVAL: &str = "repeated_retrieval";
+    pub const RETRY: &str = "retry";
+    pub const SLOW_FIRST_TOKEN: &str = "slow_first_token";
+    pub const CONTEXT_OVERFLOW_RISK: &str = "context_overflow_risk";
+    pub const AGENT_LOOP: &str = "agent_loop";
+    pub const TOOL_ERROR: &str = "tool_error";
+    pub const EXCESSIVE_LLM_CALLS: &str = "excessive_llm_calls";
+}
+
+/// The instrumentation issue (not a finding) of a non-GenAI span that spends a large share of
+/// the trace on the critical path outside any child span: code nobody traced.
+pub const UNINSTRUMENTED_GAP: &str = "uninstrumented_gap";
+
+/// A `rag.finding` event.
+pub fn finding_event(
+    time: u64,
+    name: &str,
+    description: String,
+    severity: &str,
+    span_ids: &[&[u8]],
+) -> Event {
+    let s = |k: &str, v: String| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(v)),
+        }),
+        ..Default::default()
+    };
+    Event {
+        time_unix_nano: time,
+        name: a::FINDING_EVENT.into(),
+        attributes: vec![
+            s(a::FINDING_NAME, name.into()),
+            s(a::FINDING_DESCRIPTION, description),
+            s(a::FINDING_SEVERITY, severity.into()),
+            KeyValue {
+                key: a::FINDING_SPAN_IDS.into(),
+                value: Some(AnyValue {
+                    value: Some(Value::ArrayValue(ArrayValue {
+                        values: span_ids
+                            .iter()
+                            .map(|id| AnyValue {
+                                value: Some(Value::StringValue(hex(id))),
+                            })
+                            .collect(),
+                    })),
+                }),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
     }
 }

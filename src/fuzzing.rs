@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
-use crate::config::Config;
 use crate::derived::{DerivedMetrics, Limits};
-use crate::processor::{BuildContext, Processor, run_chain, shutdown_chain, tick_chain};
+use crate::processor::{Processor, run_chain, shutdown_chain, tick_chain};
 use crate::receiver::otlp::drop_invalid_spans;
 use crate::receiver::otlp::http::{self, Encoding};
+use crate::service::config::Config;
+use crate::service::registry::BuildContext;
 use crate::signal::{Batch, Signal, span_count};
 
 const SIGNALS: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
@@ -151,7 +152,7 @@ pub fn genai_view(req: ExportTraceServiceRequest) {
                 let v = crate::genai::view(span);
                 let _ = v.model();
                 if let Some(stage) = v.stage {
-                    let _ = crate::genai::processor::lint(&v, stage);
+                    let _ = crate::processor::genai::lint(&v, stage);
                 }
             }
         }
@@ -184,7 +185,7 @@ fn context() -> BuildContext {
     });
     BuildContext {
         derived: Arc::new(DerivedMetrics::new(
-            crate::genai::metrics::DEFS,
+            crate::derived::defs::DEFS,
             Limits::default(),
         )),
         self_metrics: self_metrics.clone(),

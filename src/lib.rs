@@ -6,8 +6,6 @@
 
 pub mod admin;
 pub mod alerting;
-pub mod analysis;
-pub mod anomaly;
 pub mod attributes;
 pub mod config;
 pub mod derived;
@@ -27,12 +25,13 @@ pub mod receiver;
 pub mod rpc_status;
 pub mod service;
 pub mod signal;
-pub mod slo;
+pub mod stage;
 pub mod synth;
 pub mod telemetry;
 #[cfg(test)]
 mod test_logs;
 pub mod tls;
+pub mod trace;
 
-pub use config::Config;
 pub use service::Service;
+pub use service::config::Config;

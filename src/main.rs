@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ragwatch::Config;
-use ragwatch::config::{ConfigError, LogEncoding};
+use ragwatch::config::ConfigError;
+use ragwatch::telemetry::logging::LogEncoding;
 
 /// jemalloc, with background threads, gives memory back to the system a few seconds after a
 /// burst (the system allocator keeps freed pages), so RSS follows what ragwatch holds rather than

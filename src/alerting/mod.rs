@@ -2,6 +2,9 @@
 //! (see [`engine`]), delivered to webhooks (Alertmanager's webhook body, version 4, optionally
 //! signed per Standard Webhooks) and to Alertmanager itself (POST /api/v2/alerts).
 
+/// The alert engine, once alerting has started.
+pub type AlertsSlot = Arc<std::sync::OnceLock<Arc<std::sync::Mutex<engine::Engine>>>>;
+
 pub mod engine;
 pub mod notify;
 pub mod sources;

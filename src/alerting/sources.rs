@@ -11,8 +11,8 @@ use tokio::sync::broadcast;
 use super::engine::{Condition, Labels};
 use super::{AlertsConfig, SOURCES};
 use crate::derived::DerivedMetrics;
+use crate::derived::defs as dm;
 use crate::findings::Finding;
-use crate::genai::metrics as dm;
 use crate::names::metrics as sm;
 use crate::telemetry::SelfMetrics;
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::Problems;
 
-pub(super) fn expand(
+pub fn expand(
     value: &mut Value,
     path: &str,
     env: &dyn Fn(&str) -> Option<String>,
@@ -60,7 +60,7 @@ fn typed_scalar(text: String) -> Value {
     }
 }
 
-pub(super) fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(pos) = rest.find('$') {

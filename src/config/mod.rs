@@ -2,46 +2,22 @@
 //! component instances such as `otlp/jaeger`, `${env:VAR}` expansion after parsing, and a
 //! validation pass that collects every problem with its key path.
 //!
-//! Each component's config struct lives beside the runtime type it builds; this module only knows
-//! how to load YAML, expand the environment, dispatch a component id to its type, and report.
+//! This module is the kit every component's configuration uses — problems with key paths,
+//! durations, `${env:VAR}` expansion, YAML, secrets, [`Validate`] — and imports nothing else of
+//! ragwatch. The whole file's `Config`, which composes the components, is `service::config`.
 
 pub mod duration;
-mod env;
+pub mod env;
 mod problems;
-mod service;
 pub mod yaml;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use problems::{ConfigError, Problem, Problems};
-pub use service::{
-    DerivedMetricsLimits, LogEncoding, PipelineConfig, ServiceConfig, TelemetryConfig,
-    TelemetryLogsConfig, TelemetryMetricsConfig,
-};
-
-use crate::exporter::ExporterConfig;
-use crate::processor::ProcessorConfig;
-use crate::receiver::ReceiverConfig;
-
-/// The embedded default configuration, used when no `--config` is given.
-pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.yaml");
-
-/// A whole, validated configuration.
-#[derive(Debug, Clone, Serialize)]
-pub struct Config {
-    pub receivers: BTreeMap<String, ReceiverConfig>,
-    pub processors: BTreeMap<String, ProcessorConfig>,
-    pub exporters: BTreeMap<String, ExporterConfig>,
-    pub service: ServiceConfig,
-    /// Alerting (optional).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub alerts: Option<crate::alerting::AlertsConfig>,
-}
 
 /// Something that can check itself and report every problem under a key path.
 pub trait Validate {
@@ -53,150 +29,17 @@ pub fn component_type(id: &str) -> &str {
     id.split_once('/').map_or(id, |(t, _)| t)
 }
 
-impl Config {
-    /// The embedded default configuration.
-    pub fn embedded_default() -> Result<Config, ConfigError> {
-        Config::from_yaml(DEFAULT_CONFIG, "<embedded default>")
-    }
-
-    /// Load and validate a file; `${env:VAR}` is expanded from the process environment.
-    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.display().to_string(),
-            source: e,
-        })?;
-        Config::from_yaml(&text, &path.display().to_string())
-    }
-
-    /// Parse and validate YAML text, expanding `${env:VAR}` from the process environment.
-    pub fn from_yaml(text: &str, source: &str) -> Result<Config, ConfigError> {
-        Config::from_yaml_with_env(text, source, &|name| std::env::var(name).ok())
-    }
-
-    /// Parse and validate YAML text, looking environment variables up with `env`.
-    pub fn from_yaml_with_env(
-        text: &str,
-        source: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
-        let mut root: Value = yaml::from_str(text).map_err(|e| ConfigError::Yaml {
-            source_name: source.to_string(),
-            message: e.to_string(),
-        })?;
-        let mut problems = Problems::default();
-        env::expand(&mut root, "", env, &mut problems);
-        let config = build(root, &mut problems);
-        match config {
-            Some(c) if problems.is_empty() => Ok(c),
-            _ => Err(ConfigError::Invalid {
-                source_name: source.to_string(),
-                problems: problems.into_vec(),
-            }),
-        }
-    }
-
-    /// The effective configuration as YAML, with every secret redacted.
-    pub fn to_redacted_yaml(&self) -> String {
-        match yaml::to_string(self) {
-            Ok(s) => s,
-            Err(e) => format!("# could not render the configuration: {e}\n"),
-        }
-    }
-}
-
-const TOP_LEVEL_KEYS: [&str; 5] = ["receivers", "processors", "exporters", "service", "alerts"];
-
-fn build(root: Value, problems: &mut Problems) -> Option<Config> {
-    let mut top = match root {
-        Value::Object(m) => m,
-        Value::Null => serde_json::Map::new(),
-        other => {
-            problems.push(
-                "",
-                format!(
-                    "expected a mapping at the top level, found {}",
-                    kind_of(&other)
-                ),
-            );
-            return None;
-        }
-    };
-    for key in top.keys() {
-        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
-            problems.push(
-                key,
-                format!("unknown key; expected one of {}", TOP_LEVEL_KEYS.join(", ")),
-            );
-        }
-    }
-    let mut declared = Declared::default();
-    let receivers = components(
-        top.remove("receivers"),
-        "receivers",
-        problems,
-        &mut declared.receivers,
-        ReceiverConfig::from_value,
-    );
-    let processors = components(
-        top.remove("processors"),
-        "processors",
-        problems,
-        &mut declared.processors,
-        ProcessorConfig::from_value,
-    );
-    let exporters = components(
-        top.remove("exporters"),
-        "exporters",
-        problems,
-        &mut declared.exporters,
-        ExporterConfig::from_value,
-    );
-    let service: ServiceConfig = match top.remove("service") {
-        Some(v) => deserialize_collecting(v, "service", problems)?,
-        None => {
-            problems.push("service", "missing; a config needs service.pipelines");
-            return None;
-        }
-    };
-    for (id, r) in &receivers {
-        r.validate(&format!("receivers.{id}"), problems);
-    }
-    for (id, p) in &processors {
-        p.validate(&format!("processors.{id}"), problems);
-    }
-    for (id, e) in &exporters {
-        e.validate(&format!("exporters.{id}"), problems);
-    }
-    service.validate("service", problems);
-    service.check_references(&declared, &receivers, &processors, &exporters, problems);
-    let alerts: Option<crate::alerting::AlertsConfig> = match top.remove("alerts") {
-        None | Some(Value::Null) => None,
-        Some(v) => {
-            let a: crate::alerting::AlertsConfig = deserialize_collecting(v, "alerts", problems)?;
-            a.validate("alerts", problems);
-            Some(a)
-        }
-    };
-    Some(Config {
-        receivers,
-        processors,
-        exporters,
-        service,
-        alerts,
-    })
-}
-
 /// Every component id written in the config, including those whose settings had problems (so a
 /// pipeline naming one is not also reported as naming an undefined component).
 #[derive(Default)]
-pub(crate) struct Declared {
+pub struct Declared {
     pub receivers: std::collections::BTreeSet<String>,
     pub processors: std::collections::BTreeSet<String>,
     pub exporters: std::collections::BTreeSet<String>,
 }
 
 /// Deserialize every component of one section, dispatching on the type part of its id.
-fn components<T>(
+pub fn components<T>(
     section: Option<Value>,
     name: &str,
     problems: &mut Problems,
@@ -340,7 +183,7 @@ fn remove_at(value: &mut Value, segments: &[String]) -> bool {
     }
 }
 
-pub(crate) fn kind_of(v: &Value) -> &'static str {
+pub fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "nothing",
         Value::Bool(_) => "a boolean",
@@ -352,13 +195,7 @@ pub(crate) fn kind_of(v: &Value) -> &'static str {
 }
 
 /// Report an unknown component type with the known ones.
-pub(crate) fn unknown_type(
-    section: &str,
-    ty: &str,
-    known: &[&str],
-    path: &str,
-    problems: &mut Problems,
-) {
+pub fn unknown_type(section: &str, ty: &str, known: &[&str], path: &str, problems: &mut Problems) {
     problems.push(
         path,
         format!(
@@ -394,9 +231,6 @@ impl Serialize for Secret {
         s.serialize_str("[REDACTED]")
     }
 }
-
-#[cfg(test)]
-mod tests;
 
 /// The problems of an on-disk log's settings (an exporter's sending queue, a pipeline's log):
 /// a size of 0, a sync interval of 0 or above 500 ms, a path that is not a directory.

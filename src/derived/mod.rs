@@ -4,6 +4,8 @@
 //!
 //! One mutex per metric, never a global lock; a lookup of an existing series does not allocate.
 
+pub mod defs;
+
 use std::hash::{Hash, Hasher};
 
 use hashbrown::{Equivalent, HashMap};
@@ -524,4 +526,34 @@ impl DerivedMetrics {
                 _ => None,
             })
     }
+}
+
+/// Bounds of the metrics derived from spans: cardinality and expiry.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DerivedMetricsLimits {
+    /// Series per metric (default 2000); label sets beyond it are counted in one overflow series
+    /// labelled `otel_metric_overflow="true"`.
+    #[serde(default = "default_max_series")]
+    pub max_series_per_metric: usize,
+    /// A series not updated for this long is dropped (default 10m).
+    #[serde(default = "default_series_ttl", with = "crate::config::duration")]
+    pub series_ttl: Duration,
+}
+
+impl Default for DerivedMetricsLimits {
+    fn default() -> Self {
+        DerivedMetricsLimits {
+            max_series_per_metric: default_max_series(),
+            series_ttl: default_series_ttl(),
+        }
+    }
+}
+
+fn default_max_series() -> usize {
+    2000
+}
+
+fn default_series_ttl() -> Duration {
+    Duration::from_secs(600)
 }

@@ -14,7 +14,7 @@
 //! OpenInference spec, OpenLIT 1.45 (`SemanticConvention`), Langfuse's OTel attribute mapping;
 //! checked against the captures in `tests/fixtures/otlp/`.
 
-use super::view::Stage;
+use crate::stage::Stage;
 
 /// The canonical fact an attribute spelling carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,8 +3,8 @@
 //! - [`aliases`]: every attribute spelling read, per library, mapped to canonical fields.
 //! - [`view`](mod@view): [`view()`] reads a span into a [`GenAiView`] (stage, model, tokens, TTFT,
 //!   documents, evaluations, ...) in one pass, borrowing from the span.
-//! - [`processor`]: the `genai` processor writing `rag.stage`, canonical attributes and cost on
-//!   spans, redacting content, and recording the derived metrics defined in [`metrics`].
+//!
+//! The `genai` processor that writes all this onto spans is `processor::genai`.
 //! - [`prices`]: the price table (`config/prices.yaml`, compiled in, plus user entries) and
 //!   [`PriceTable::cost`].
 //!
@@ -17,18 +17,14 @@
 //! ```
 
 pub mod aliases;
-pub mod metrics;
 pub mod prices;
-pub mod processor;
-pub mod vectors;
 pub mod view;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use prices::{
     Cost, CostOutcome, CostSource, PriceEntry, PriceError, PriceTable, PriceTier, SuppliedCost,
     Unpriced,
 };
-pub use processor::{GenAiConfig, GenAiProcessor};
-pub use view::{AliasSet, Document, Evaluation, GenAiView, Stage, Tokens, view};
+pub use view::{AliasSet, Document, Evaluation, GenAiView, Tokens, view};

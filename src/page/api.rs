@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::notable::Category;
 use super::{Page, series, unix_ms};
-use crate::genai::metrics as m;
+use crate::derived::defs as m;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const PAGE_CSS: &str = include_str!("assets/page.css");
@@ -324,7 +324,7 @@ async fn instrumentation(State(p): State<Arc<Page>>) -> Response {
 
 /// The pipeline's health from ragwatch's own metrics.
 async fn pipeline(State(p): State<Arc<Page>>) -> Response {
-    success(pipeline_health(&crate::admin::openmetrics_to_text(
+    success(pipeline_health(&crate::telemetry::openmetrics_to_text(
         &p.metrics.encode(),
     )))
 }

@@ -14,14 +14,14 @@
 pub mod api;
 pub mod notable;
 pub mod series;
-pub mod summary;
+use crate::trace::summary;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::admin::AlertsSlot;
+use crate::alerting::AlertsSlot;
 use crate::attributes::{get_f64, get_str};
 use crate::config::Problems;
 use crate::derived::DerivedMetrics;
@@ -118,29 +118,6 @@ pub struct Targets {
     pub slos: Vec<(String, f64, String)>,
     /// (budget name, limit USD, period seconds)
     pub budgets: Vec<(String, f64, u64)>,
-}
-
-impl Targets {
-    /// The SLOs and budgets of every `slo` processor of a configuration.
-    pub fn of(config: &crate::Config) -> Targets {
-        let mut t = Targets::default();
-        for p in config.processors.values() {
-            if let crate::processor::ProcessorConfig::Slo(c) = p {
-                for s in &c.slos {
-                    let kind = serde_json::to_value(s.kind)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default();
-                    t.slos.push((s.name.clone(), s.objective, kind));
-                }
-                for b in &c.budgets {
-                    t.budgets
-                        .push((b.name.clone(), b.limit_usd, b.period.as_secs()));
-                }
-            }
-        }
-        t
-    }
 }
 
 /// What the tap records, behind one lock.
@@ -466,34 +443,19 @@ impl Processor for Observe {
     }
 }
 
-/// Whether the page taps traces pipeline `p` of `config`, and if so whether its roots are its
-/// requests: the pipelines that assemble traces (`trace_assembly`) when there are any, else
-/// every traces pipeline; in stream mode a request is its `ragwatch.analysis` span.
-pub fn watches(config: &crate::Config, p: &crate::config::PipelineConfig) -> Option<bool> {
-    use crate::analysis::assembly::Mode;
-    use crate::processor::ProcessorConfig;
-    let assembly = |p: &crate::config::PipelineConfig| {
-        p.processors
-            .iter()
-            .find_map(|n| match config.processors.get(n) {
-                Some(ProcessorConfig::TraceAssembly(c)) => Some(c.mode),
-                _ => None,
-            })
-    };
-    let any_assembles = config.service.pipelines.iter().any(|(id, q)| {
-        crate::config::PipelineConfig::signal_of(id) == Some(crate::signal::Signal::Traces)
-            && assembly(q).is_some()
-    });
-    match assembly(p) {
-        Some(mode) => Some(mode != Mode::Stream),
-        None if !any_assembles => Some(true),
-        None => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README states these bounds; this keeps it true.
+    #[test]
+    fn the_stated_memory_bounds_hold() {
+        let series = series::Limits::default().max_bytes();
+        let notable = notable::Notable::max_bytes(200);
+        eprintln!("series {series} bytes, notable {notable} bytes");
+        assert!(series <= 5 * 1024 * 1024 / 2, "{series}");
+        assert!(notable <= 10 * 1024 * 1024, "{notable}");
+    }
     use crate::attributes::{kv_f64, kv_str};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -504,7 +466,7 @@ mod tests {
             Some("http://jaeger:16686/"),
             SelfMetrics::new(),
             Arc::new(DerivedMetrics::new(
-                crate::genai::metrics::DEFS,
+                crate::derived::defs::DEFS,
                 crate::derived::Limits::default(),
             )),
             AlertsSlot::default(),
@@ -584,38 +546,5 @@ mod tests {
         let slow = st.notable.list(notable::Category::Slowest);
         assert_eq!(slow[0].facts.cost_usd, 0.25);
         assert_eq!(slow[0].facts.duration_ms, 500.0);
-    }
-
-    #[test]
-    fn the_page_watches_the_pipelines_that_assemble_else_all() {
-        let yaml = |assemble: &str| {
-            format!(
-                r#"
-receivers:
-  otlp:
-processors:
-  trace_assembly:
-    mode: {assemble}
-exporters:
-  debug:
-service:
-  pipelines:
-    traces/a:
-      receivers: [otlp]
-      processors: [trace_assembly]
-      exporters: [debug]
-    traces/b:
-      receivers: [otlp]
-      exporters: [debug]
-"#
-            )
-        };
-        let c = crate::Config::from_yaml_with_env(&yaml("hold"), "t", &|_| None).expect("valid");
-        let p = |id: &str| c.service.pipelines.get(id).expect("pipeline");
-        assert_eq!(watches(&c, p("traces/a")), Some(true));
-        assert_eq!(watches(&c, p("traces/b")), None);
-        let c = crate::Config::from_yaml_with_env(&yaml("stream"), "t", &|_| None).expect("valid");
-        let p = |id: &str| c.service.pipelines.get(id).expect("pipeline");
-        assert_eq!(watches(&c, p("traces/a")), Some(false));
     }
 }

@@ -11,9 +11,9 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use serde::Serialize;
 
 use super::series::truncate;
-use super::summary::{TraceFacts, TraceGroup, is_true};
 use crate::attributes::{get_str, hex, is_error};
 use crate::names::attrs as a;
+use crate::trace::summary::{TraceFacts, TraceGroup, is_true};
 
 /// Bytes one kept trace may take (its facts, spans and attributes).
 pub const TRACE_BUDGET: usize = 48 * 1024;
@@ -342,7 +342,7 @@ pub fn is_content_key(k: &str) -> bool {
         "traceloop.entity.output",
         "tool.parameters",
     ];
-    crate::genai::processor::is_content_key(k)
+    crate::processor::genai::is_content_key(k)
         || MORE.contains(&k)
         || k.starts_with("retrieval.documents.")
         || k.starts_with("gen_ai.retrieval.documents.")
@@ -582,9 +582,9 @@ fn build(
 
 #[cfg(test)]
 mod tests {
-    use super::super::summary::{facts, group, summary_span};
     use super::*;
     use crate::attributes::{kv_f64, kv_str};
+    use crate::trace::summary::{facts, group, summary_span};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 

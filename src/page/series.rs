@@ -772,16 +772,6 @@ mod tests {
 mod bound {
     use super::*;
 
-    /// The README states these bounds; this keeps it true.
-    #[test]
-    fn the_stated_memory_bounds_hold() {
-        let series = Limits::default().max_bytes();
-        let notable = crate::page::notable::Notable::max_bytes(200);
-        eprintln!("series {series} bytes, notable {notable} bytes");
-        assert!(series <= 5 * 1024 * 1024 / 2, "{series}");
-        assert!(notable <= 10 * 1024 * 1024, "{notable}");
-    }
-
     /// More than an hour of slots, each with new names of every kind: the bound holds at
     /// every step, the keys stay within their limits.
     #[test]

@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::exporter::{ExporterHandle, Payload};
+use crate::exporter::helper::{ExporterHandle, Payload};
 use crate::processor::{self, Marked, Processor};
 use crate::signal::{Batch, Signal};
 use crate::telemetry::PipelineCounters;
@@ -215,7 +215,7 @@ impl Fanin {
                 Ok(token) => records.push(Some(token)),
                 // Records already written for the other pipelines are released as their tokens
                 // drop here: the request is refused as a whole and the client sends it again.
-                Err(e @ crate::exporter::wal::WalError::TooLarge(_)) => {
+                Err(e @ crate::exporter::helper::wal::WalError::TooLarge(_)) => {
                     return Err(HandOffError::TooLargeForStorage {
                         pipeline: input.id.to_string(),
                         message: e.to_string(),

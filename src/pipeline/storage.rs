@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::exporter::wal::{self, Record, RecordId, Recovered, Wal, WalError};
+use crate::exporter::helper::wal::{self, Record, RecordId, Recovered, Wal, WalError};
 use crate::signal::Signal;
 use crate::telemetry::PipelineCounters;
 
@@ -229,7 +229,7 @@ impl PipelineLog {
     }
 
     /// The guard a batch with `mark` carries to the exporters (None: not from any record).
-    pub fn guard(self: &Arc<Self>, mark: Option<u64>) -> Option<crate::exporter::Release> {
+    pub fn guard(self: &Arc<Self>, mark: Option<u64>) -> Option<crate::exporter::helper::Release> {
         let mark = mark?;
         *self.lock().payloads.entry(mark).or_insert(0) += 1;
         Some(Box::new(PayloadGuard {

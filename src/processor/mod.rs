@@ -1,19 +1,23 @@
-//! Processors: synchronous stages between receivers and exporters.
+//! Processors: synchronous stages between receivers and exporters. This module is the stage
+//! contract ([`Processor`]) and the helpers that run a chain of stages; it imports no processor.
+//! One folder per processor type below it; which type name builds which processor is
+//! `service::registry`.
 //!
 //! A stage takes `now` instead of reading a clock, so a unit test drives time by hand; one async
 //! runner (the pipeline task) owns channels, timers and cancellation. A processor never panics
 //! and never fails the pipeline on odd data: it counts it and passes the data on.
 
+pub mod anomaly;
 pub mod batch;
+pub mod genai;
+pub mod quality;
+pub mod slo;
 pub mod tail_sampling;
+pub mod trace_assembly;
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde_json::Value;
-
-use crate::config::{Problems, Validate, deserialize_collecting, unknown_type};
-use crate::signal::{Batch, Signal};
+use crate::signal::Batch;
 
 /// One stage of a pipeline.
 pub trait Processor: Send {
@@ -88,162 +92,6 @@ impl<P: Processor + 'static> Processor for Shared<P> {
     }
     fn held_mark(&self) -> Option<u64> {
         self.with(|p| p.held_mark())
-    }
-}
-
-/// The configuration of one processor instance.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum ProcessorConfig {
-    Batch(batch::BatchConfig),
-    Genai(crate::genai::GenAiConfig),
-    TraceAssembly(crate::analysis::TraceAssemblyConfig),
-    Quality(crate::analysis::quality::QualityConfig),
-    Slo(crate::slo::SloProcessorConfig),
-    Anomaly(crate::anomaly::AnomalyConfig),
-    TailSampling(tail_sampling::TailSamplingConfig),
-}
-
-const KNOWN: &[&str] = &[
-    "batch",
-    "genai",
-    "trace_assembly",
-    "quality",
-    "slo",
-    "anomaly",
-    "tail_sampling",
-];
-
-/// What building a processor may need from the running service.
-#[derive(Clone)]
-pub struct BuildContext {
-    /// The store of metrics derived from spans.
-    pub derived: std::sync::Arc<crate::derived::DerivedMetrics>,
-    /// ragwatch's own metrics.
-    pub self_metrics: std::sync::Arc<crate::telemetry::SelfMetrics>,
-    /// Where verdicts go (alerting listens).
-    pub findings: std::sync::Arc<crate::findings::Findings>,
-    /// The memory limiter, when configured (trace assembly flushes when it says so).
-    pub memory: Option<std::sync::Arc<crate::memory::MemoryLimiter>>,
-    /// The SLOs burning now: the `slo` processors write it, `tail_sampling` reads it.
-    pub slo_burning: std::sync::Arc<crate::slo::burning::Burning>,
-    /// Whether an earlier stage of the pipeline hands on whole traces (`trace_assembly` in hold
-    /// mode), set for each stage as the pipeline is built.
-    pub whole_traces: bool,
-    /// The copies of the pipeline's processors (shards): a per-pipeline bound such as
-    /// `max_held_mib` is shared out among them.
-    pub shards: usize,
-}
-
-impl ProcessorConfig {
-    pub(crate) fn from_value(
-        ty: &str,
-        v: Value,
-        path: &str,
-        problems: &mut Problems,
-    ) -> Option<Self> {
-        match ty {
-            "batch" => deserialize_collecting(v, path, problems).map(ProcessorConfig::Batch),
-            "genai" => deserialize_collecting(v, path, problems).map(ProcessorConfig::Genai),
-            "trace_assembly" => {
-                deserialize_collecting(v, path, problems).map(ProcessorConfig::TraceAssembly)
-            }
-            "quality" => deserialize_collecting(v, path, problems).map(ProcessorConfig::Quality),
-            "slo" => deserialize_collecting(v, path, problems).map(ProcessorConfig::Slo),
-            "anomaly" => deserialize_collecting(v, path, problems).map(ProcessorConfig::Anomaly),
-            "tail_sampling" => {
-                deserialize_collecting(v, path, problems).map(ProcessorConfig::TailSampling)
-            }
-            other => {
-                unknown_type("processor", other, KNOWN, path, problems);
-                None
-            }
-        }
-    }
-
-    /// Whether this processor handles `signal`.
-    pub fn supports(&self, signal: Signal) -> bool {
-        match self {
-            ProcessorConfig::Batch(_) | ProcessorConfig::Genai(_) => true,
-            ProcessorConfig::TraceAssembly(_)
-            | ProcessorConfig::Quality(_)
-            | ProcessorConfig::Slo(_)
-            | ProcessorConfig::Anomaly(_)
-            | ProcessorConfig::TailSampling(_) => signal == Signal::Traces,
-        }
-    }
-
-    /// Build the runtime stage for one pipeline.
-    pub fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Processor>, String> {
-        Ok(match self {
-            ProcessorConfig::Batch(c) => Box::new(batch::BatchProcessor::new(c.clone())),
-            ProcessorConfig::Genai(c) => Box::new(
-                crate::genai::GenAiProcessor::new(c.clone(), ctx.derived.clone())?
-                    .with_vectors_counter(ctx.self_metrics.embedding_vectors_dropped()),
-            ),
-            ProcessorConfig::TraceAssembly(c) => {
-                let a = crate::analysis::TraceAssembly::new(
-                    c.clone(),
-                    vec![
-                        Box::new(crate::analysis::TraceSummary),
-                        Box::new(crate::analysis::CriticalPathAnalyzer {
-                            min_share: c.min_share,
-                            derived: ctx.derived.clone(),
-                        }),
-                        Box::new(crate::analysis::agents::AgentAnalyzer {
-                            config: c.patterns.clone(),
-                            derived: ctx.derived.clone(),
-                        }),
-                        Box::new(crate::analysis::patterns::PatternAnalyzer {
-                            config: c.patterns.clone(),
-                            derived: ctx.derived.clone(),
-                        }),
-                    ],
-                    ctx.self_metrics.assembly(),
-                )
-                .one_of(ctx.shards);
-                match &ctx.memory {
-                    Some(m) => Box::new(a.with_memory_limiter(m.clone())),
-                    None => Box::new(a),
-                }
-            }
-            ProcessorConfig::Quality(c) => Box::new(
-                crate::analysis::quality::QualityProcessor::new(c.clone(), ctx.derived.clone()),
-            ),
-            ProcessorConfig::Slo(c) => Box::new(Shared::new(
-                crate::slo::SloProcessor::new(c.clone(), ctx.derived.clone(), ctx.findings.clone())
-                    .with_burning(ctx.slo_burning.clone()),
-            )),
-            ProcessorConfig::Anomaly(c) => {
-                Box::new(Shared::new(crate::anomaly::AnomalyProcessor::new(
-                    c.clone(),
-                    ctx.derived.clone(),
-                    ctx.findings.clone(),
-                )))
-            }
-            ProcessorConfig::TailSampling(c) => Box::new(
-                tail_sampling::TailSampling::new(
-                    c.clone(),
-                    ctx.whole_traces,
-                    ctx.self_metrics.sampling(),
-                )?
-                .with_burning(ctx.slo_burning.clone()),
-            ),
-        })
-    }
-}
-
-impl Validate for ProcessorConfig {
-    fn validate(&self, path: &str, problems: &mut Problems) {
-        match self {
-            ProcessorConfig::Batch(c) => c.validate(path, problems),
-            ProcessorConfig::Genai(c) => c.validate(path, problems),
-            ProcessorConfig::TraceAssembly(c) => c.validate(path, problems),
-            ProcessorConfig::Quality(c) => c.validate(path, problems),
-            ProcessorConfig::Slo(c) => c.validate(path, problems),
-            ProcessorConfig::Anomaly(c) => c.validate(path, problems),
-            ProcessorConfig::TailSampling(c) => c.validate(path, problems),
-        }
     }
 }
 

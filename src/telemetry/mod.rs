@@ -47,6 +47,14 @@ fn idx(s: Signal) -> usize {
     }
 }
 
+/// A component's own set of metrics, defined beside the component (its internal events) and
+/// collected here without this module knowing the component: [`SelfMetrics::component`]
+/// registers a set on first use.
+pub trait ComponentMetrics: Clone + Default + Send + Sync + 'static {
+    /// Register every metric of the set.
+    fn register(&self, registry: &mut Registry);
+}
+
 /// All of ragwatch's own metrics, registered once.
 pub struct SelfMetrics {
     registry: Mutex<Registry>,
@@ -73,8 +81,8 @@ pub struct SelfMetrics {
     pipeline_storage_records: Family<PipelineLabels, Gauge>,
     pipeline_storage_corrupted: Family<PipelineLabels, Counter>,
     pipeline_replayed: Family<PipelineLabels, Counter>,
-    assembly: crate::analysis::assembly::AssemblyCounters,
-    sampling: crate::processor::tail_sampling::SamplingCounters,
+    components:
+        Mutex<std::collections::HashMap<std::any::TypeId, Box<dyn std::any::Any + Send + Sync>>>,
     embedding_vectors_dropped: Counter,
     alerts_firing: Family<AlertLabels, Gauge>,
     alerts_firing_known: Mutex<std::collections::BTreeSet<(String, String)>>,
@@ -176,8 +184,7 @@ impl SelfMetrics {
             pipeline_storage_records: Default::default(),
             pipeline_storage_corrupted: Default::default(),
             pipeline_replayed: Default::default(),
-            assembly: Default::default(),
-            sampling: Default::default(),
+            components: Default::default(),
             embedding_vectors_dropped: Default::default(),
             alerts_firing: Default::default(),
             alerts_firing_known: Mutex::new(Default::default()),
@@ -275,21 +282,6 @@ impl SelfMetrics {
             s.pipeline_replayed.clone(),
         );
         r.register(
-            m::TRACES_IN_FLIGHT,
-            "Traces held by trace assembly",
-            s.assembly.in_flight.clone(),
-        );
-        r.register(
-            m::TRACE_EVICTIONS,
-            "Traces flushed early as partial because max_traces was reached",
-            s.assembly.evictions.clone(),
-        );
-        r.register(
-            m::TRACE_LATE_SPANS,
-            "Spans that arrived after their trace was flushed, exported at once",
-            s.assembly.late_spans.clone(),
-        );
-        r.register(
             m::ALERTS_FIRING,
             "Alerts firing, by alert name and severity",
             s.alerts_firing.clone(),
@@ -299,7 +291,6 @@ impl SelfMetrics {
             "Alert notifications by receiver and result (success, retried, failed, dropped)",
             s.alert_notifications.clone(),
         );
-        s.sampling.register(&mut r);
         r.register(
             m::GENAI_EMBEDDING_VECTORS_DROPPED,
             "Embedding vectors removed from spans (genai.drop_embedding_vectors)",
@@ -432,14 +423,24 @@ impl SelfMetrics {
         }
     }
 
-    /// The trace assembler's counters (one set per service).
-    pub fn assembly(&self) -> crate::analysis::assembly::AssemblyCounters {
-        self.assembly.clone()
-    }
-
-    /// Tail sampling's counters (one set per service).
-    pub fn sampling(&self) -> crate::processor::tail_sampling::SamplingCounters {
-        self.sampling.clone()
+    /// A component's own metrics (see [`ComponentMetrics`]): registered on first use, then the
+    /// same set for every instance of the component.
+    pub fn component<T: ComponentMetrics>(&self) -> T {
+        let Ok(mut sets) = self.components.lock() else {
+            return T::default();
+        };
+        if let Some(t) = sets
+            .get(&std::any::TypeId::of::<T>())
+            .and_then(|b| b.downcast_ref::<T>())
+        {
+            return t.clone();
+        }
+        let t = T::default();
+        if let Ok(mut reg) = self.registry.lock() {
+            t.register(&mut reg);
+        }
+        sets.insert(std::any::TypeId::of::<T>(), Box::new(t.clone()));
+        t
     }
 
     /// The counter of embedding vectors the genai processor removed.
@@ -598,4 +599,36 @@ impl PipelineCounters {
         self.dropped.inc_by(n as u64);
         tracing::error!(pipeline = %self.pipeline, signal = %s, items = n, reason, "dropped {}", s.item_name());
     }
+}
+
+/// The Prometheus text format of an OpenMetrics exposition: counter families are named with
+/// their `_total` samples, `# UNIT` and `# EOF` lines go.
+pub fn openmetrics_to_text(om: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for l in om.lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ")
+            && let Some((name, "counter")) = rest.split_once(' ')
+        {
+            counters.insert(name.to_string());
+        }
+    }
+    let mut out = String::with_capacity(om.len());
+    for l in om.lines() {
+        if l == "# EOF" || l.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = l.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(r) => out.push_str(&r),
+            None => out.push_str(l),
+        }
+        out.push('\n');
+    }
+    out
 }

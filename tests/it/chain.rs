@@ -91,7 +91,7 @@ async fn a_chain_equals_one_ragwatch_and_enriches_once() {
         assert_eq!(keys.len(), before, "duplicate attributes on {}", s.name);
     }
     // The second hop counted nothing: the first one did.
-    let calls = ragwatch::genai::metrics::CALLS;
+    let calls = ragwatch::derived::defs::CALLS;
     assert!(!a.derived().values(calls).is_empty());
     assert!(
         b.derived().values(calls).is_empty(),

@@ -40,7 +40,7 @@ const STAGES: &[&str] = &[
 /// SLOs evaluated every 100 ms instead of every 10 s (the verdicts are the default ones; only
 /// the test's wait is shorter).
 fn default_config(dir: &std::path::Path) -> String {
-    let yaml = ragwatch::config::DEFAULT_CONFIG
+    let yaml = ragwatch::service::config::DEFAULT_CONFIG
         .replace("127.0.0.1:4317", "127.0.0.1:0")
         .replace("127.0.0.1:4318", "127.0.0.1:0")
         .replace("127.0.0.1:9464", "127.0.0.1:0")

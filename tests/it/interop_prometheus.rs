@@ -218,7 +218,7 @@ service:
     // The dashboard: every query parses (as a recording rule, checked by promtool) and every
     // metric it names is one ragwatch exposes.
     let mut known: BTreeSet<String> = BTreeSet::new();
-    for d in ragwatch::genai::metrics::DEFS {
+    for d in ragwatch::derived::defs::DEFS {
         known.insert(d.prom_name.to_string());
     }
     known.extend(ragwatch::names::metrics::ALL.iter().map(|n| n.to_string()));

@@ -400,13 +400,13 @@ fn default_outcomes() -> Vec<String> {
 
 /// The agent outcomes ragwatch writes on agent spans.
 pub const AGENT_OUTCOMES: [&str; 3] = [
-    crate::analysis::agents::Outcome::Ok.as_str(),
-    crate::analysis::agents::Outcome::Error.as_str(),
-    crate::analysis::agents::Outcome::LimitReached.as_str(),
+    crate::processor::trace_assembly::agents::Outcome::Ok.as_str(),
+    crate::processor::trace_assembly::agents::Outcome::Error.as_str(),
+    crate::processor::trace_assembly::agents::Outcome::LimitReached.as_str(),
 ];
 /// The bottleneck stages: the fixed stages, and `app` for the application's own spans.
 pub fn bottleneck_stages() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = crate::genai::Stage::ALL
+    let mut v: Vec<&'static str> = crate::stage::Stage::ALL
         .iter()
         .map(|s| s.as_str())
         .collect();

@@ -38,8 +38,8 @@ use crate::config::Problems;
 use crate::names::attrs as a;
 use crate::names::metrics as m;
 use crate::processor::Processor;
+use crate::processor::slo::burning::{Burning, BurningSlo};
 use crate::signal::Batch;
-use crate::slo::burning::{Burning, BurningSlo};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SamplingLabels {
@@ -60,8 +60,8 @@ pub struct SamplingCounters {
     pub late_spans: Counter,
 }
 
-impl SamplingCounters {
-    pub fn register(&self, r: &mut Registry) {
+impl crate::telemetry::ComponentMetrics for SamplingCounters {
+    fn register(&self, r: &mut Registry) {
         r.register(
             m::SAMPLING_TRACES,
             "Traces decided by tail sampling, by decision (kept, dropped) and the policy that kept (or dropped) them",

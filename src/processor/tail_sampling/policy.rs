@@ -14,7 +14,7 @@ use super::config::{PolicyConfig, PolicyType, StatusName};
 use super::tracestate;
 use crate::attributes::{get, get_f64, get_str};
 use crate::names::attrs as a;
-use crate::slo::burning::BurningSlo;
+use crate::processor::slo::burning::BurningSlo;
 
 /// Where the agent analysis writes an agent run's outcome (`ok`, `error`, `limit_reached`).
 pub use crate::names::attrs::AGENT_OUTCOME;

@@ -31,7 +31,7 @@ use super::ingest::{Accepted, Ingest, IngestError};
 use super::{GrpcConfig, Incoming};
 use crate::signal::Batch;
 
-pub(super) fn serve(
+pub(crate) fn serve(
     incoming: Incoming,
     config: &GrpcConfig,
     ingest: Arc<Ingest>,

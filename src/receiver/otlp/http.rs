@@ -33,7 +33,7 @@ struct HttpState {
     limit: usize,
 }
 
-pub(super) fn serve(
+pub(crate) fn serve(
     incoming: Incoming,
     config: &HttpConfig,
     ingest: Arc<Ingest>,

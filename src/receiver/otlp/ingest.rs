@@ -36,7 +36,7 @@ impl Consumers {
 }
 
 /// Accepted, with this many items rejected (partial success) and why.
-pub(super) struct Accepted {
+pub(crate) struct Accepted {
     pub rejected: usize,
     pub message: String,
 }
@@ -68,7 +68,7 @@ impl Accepted {
     }
 }
 
-pub(super) enum IngestError {
+pub(crate) enum IngestError {
     /// No pipeline of this signal uses the receiver.
     NoPipeline(Signal),
     /// The pipeline is full (retryable).
@@ -98,7 +98,7 @@ impl IngestError {
     }
 }
 
-pub(super) struct Ingest {
+pub(crate) struct Ingest {
     consumers: Consumers,
     when_full: WhenFull,
     retry_after: Duration,

@@ -342,7 +342,7 @@ pub async fn start(
 }
 
 /// Where a server takes its connections from: plain TCP, or TLS with the handshake done.
-enum Incoming {
+pub(crate) enum Incoming {
     Plain(tokio::net::TcpListener),
     Tls(TlsIncoming),
 }
