@@ -13,8 +13,8 @@ use ragwatch::genai::view;
 use ragwatch::processor::Processor;
 use ragwatch::processor::trace_assembly::{TraceAssembly, TraceAssemblyConfig};
 use ragwatch::signal::Batch;
-use ragwatch::synth::{Profile, rag_trace};
 use ragwatch::trace::path::{Kind, SpanNode, analyze};
+use ragwatch_loadgen::synth::{Profile, rag_trace};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 

@@ -1,7 +1,7 @@
 //! The full labelled evaluation of the anomaly processor (README, "Anomaly detection").
 //! `cargo run --release --example anomaly_eval [seeds]`
 
-use ragwatch::processor::anomaly::eval;
+use ragwatch_loadgen::anomaly_eval as eval;
 
 fn main() -> Result<(), String> {
     let seeds: u64 = std::env::args()

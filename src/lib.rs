@@ -11,10 +11,7 @@ pub mod config;
 pub mod derived;
 pub mod exporter;
 pub mod findings;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod genai;
-pub mod loadgen;
 pub mod memory;
 pub mod names;
 pub mod net;
@@ -26,7 +23,6 @@ pub mod rpc_status;
 pub mod service;
 pub mod signal;
 pub mod stage;
-pub mod synth;
 pub mod telemetry;
 #[cfg(test)]
 mod test_logs;

@@ -12,5 +12,5 @@ fuzz_target!(|data: &[u8]| {
     };
     let encoding = if head & 1 == 0 { "gzip" } else { "zstd" };
     let limit = 1usize << ((head >> 1) % 17);
-    ragwatch::fuzzing::body_decompress(encoding, body, limit);
+    ragwatch_loadgen::fuzzing::body_decompress(encoding, body, limit);
 });

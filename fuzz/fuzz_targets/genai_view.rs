@@ -322,6 +322,6 @@ fn request(u: &mut Unstructured<'_>) -> Result<ExportTraceServiceRequest> {
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
     if let Ok(req) = request(&mut u) {
-        ragwatch::fuzzing::genai_view(req);
+        ragwatch_loadgen::fuzzing::genai_view(req);
     }
 });

@@ -4,4 +4,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| ragwatch::fuzzing::otlp_json(data));
+fuzz_target!(|data: &[u8]| ragwatch_loadgen::fuzzing::otlp_json(data));

@@ -16,7 +16,7 @@ async fn loadgen(grpc: &str, scenario: &str, spans: u64, seed: u64) -> serde_jso
     let grpc = grpc.to_string();
     let scenario = scenario.to_string();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ragwatch-loadgen"))
+        std::process::Command::new(crate::harness::loadgen_bin())
             .args([
                 "--endpoint",
                 &format!("http://{grpc}"),

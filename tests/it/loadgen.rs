@@ -11,7 +11,7 @@ use harness::backend::Backend;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use ragwatch::Service;
 use ragwatch::attributes::get_str;
-use ragwatch::loadgen::Report;
+use ragwatch_loadgen::loadgen::Report;
 
 async fn start(backend: &Backend) -> Service {
     harness::start(&format!(
@@ -36,7 +36,7 @@ service:
 async fn loadgen(args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ragwatch-loadgen"))
+        std::process::Command::new(crate::harness::loadgen_bin())
             .args(&args)
             .args(["--report-every", "0"])
             .output()
@@ -205,7 +205,7 @@ fn bad_arguments_exit_2() {
         &["--batch", "0"],
         &["--endpoint", "ftp://127.0.0.1:1"],
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ragwatch-loadgen"))
+        let out = std::process::Command::new(crate::harness::loadgen_bin())
             .args(args)
             .output()
             .expect("run");

@@ -2,6 +2,7 @@
 //! `cargo test` lean on CI's disk and cores. Each module is one concern's tests, run through
 //! the real interfaces (gRPC, HTTP, child processes) on 127.0.0.1.
 
+mod architecture;
 mod harness;
 
 mod admin_and_local_exporters;

@@ -74,7 +74,7 @@ service:
     let grpc = rw.address("receiver otlp (grpc)").expect("grpc listening");
     let pid = rw.pid();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ragwatch-loadgen"))
+        std::process::Command::new(crate::harness::loadgen_bin())
             .args([
                 "--endpoint",
                 &format!("http://{grpc}"),

@@ -418,7 +418,7 @@ service:
     rw.address("receiver otlp (grpc)").expect("grpc listening");
     // 5,000 spans/s for 8 s; the generator retries what fails, connection errors included.
     let load = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ragwatch-loadgen"))
+        std::process::Command::new(crate::harness::loadgen_bin())
             .args([
                 "--endpoint",
                 &format!("http://{grpc}"),

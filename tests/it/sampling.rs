@@ -20,8 +20,8 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use ragwatch::attributes::{get, get_f64, get_str, is_error};
-use ragwatch::loadgen::Report;
 use ragwatch::names::attrs as a;
+use ragwatch_loadgen::loadgen::Report;
 
 /// Captures of real instrumentation libraries replayed after the loadgen's traffic.
 const CAPTURES: [&str; 3] = [
@@ -101,7 +101,7 @@ async fn loadgen(sink: &Backend, args: &[&str]) -> Report {
     ];
     all.extend(args.iter().map(|s| s.to_string()));
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ragwatch-loadgen"))
+        std::process::Command::new(crate::harness::loadgen_bin())
             .args(&all)
             .output()
             .expect("run ragwatch-loadgen")

@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use ragwatch::synth::{Fault, Profile, rag_trace};
+use ragwatch_loadgen::synth::{Fault, Profile, rag_trace};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 

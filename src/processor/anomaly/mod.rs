@@ -12,7 +12,6 @@
 //! Put it after `trace_assembly` (hold mode) and `quality`, which hand it whole, scored traces.
 
 pub mod detector;
-pub mod eval;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;

@@ -138,7 +138,7 @@ async fn logs(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: Body) -
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Encoding {
+pub enum Encoding {
     Protobuf,
     Json,
 }
@@ -153,7 +153,7 @@ impl Encoding {
 }
 
 /// A refusal: status, google.rpc.Status code and message, and an optional Retry-After.
-pub(crate) struct Refusal {
+pub struct Refusal {
     status: StatusCode,
     grpc_code: tonic::Code,
     message: String,
@@ -341,7 +341,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Refusal> {
 }
 
 /// Decompress, stopping one byte past the limit, so a small bomb cannot take memory.
-pub(crate) fn inflate(reader: impl Read, limit: usize) -> Result<Vec<u8>, Refusal> {
+pub fn inflate(reader: impl Read, limit: usize) -> Result<Vec<u8>, Refusal> {
     let mut out = Vec::new();
     reader
         .take(limit as u64 + 1)
@@ -357,7 +357,7 @@ pub(crate) fn inflate(reader: impl Read, limit: usize) -> Result<Vec<u8>, Refusa
 /// default: a 21-byte body could take that much memory whatever the limit. The window is held to
 /// the limit, but not below 8 MiB, the most that zstd's standard levels (1-19) ask for, so a body
 /// from any ordinary encoder decodes; a frame asking for more is refused as undecompressable.
-pub(crate) fn zstd_decoder(
+pub fn zstd_decoder(
     raw: &[u8],
     limit: usize,
 ) -> Result<zstd::stream::read::Decoder<'static, std::io::BufReader<&[u8]>>, Refusal> {
@@ -368,7 +368,7 @@ pub(crate) fn zstd_decoder(
     Ok(d)
 }
 
-pub(crate) fn decode(signal: Signal, encoding: Encoding, data: &[u8]) -> Result<Batch, Refusal> {
+pub fn decode(signal: Signal, encoding: Encoding, data: &[u8]) -> Result<Batch, Refusal> {
     fn pb<T: Message + Default>(d: &[u8]) -> Result<T, Refusal> {
         T::decode(d).map_err(|e| {
             Refusal::bad(format!(

@@ -5,7 +5,7 @@
 //! Retry-After when the pipeline is full.
 
 mod grpc;
-pub(crate) mod http;
+pub mod http;
 mod ingest;
 
 use std::net::SocketAddr;

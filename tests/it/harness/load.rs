@@ -3,7 +3,7 @@
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use ragwatch::Service;
-use ragwatch::synth::{Fault, Profile, rag_trace};
+use ragwatch_loadgen::synth::{Fault, Profile, rag_trace};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tonic::transport::Channel;

@@ -124,3 +124,18 @@ pub fn traces_request(
         }],
     }
 }
+
+/// The `ragwatch-loadgen` binary. It belongs to the workspace member `loadgen/`, so cargo sets no
+/// `CARGO_BIN_EXE_` for it here; `cargo test` at the top builds it (the member has integration
+/// tests, which need its binary) into the same directory as this package's `ragwatch`.
+pub fn loadgen_bin() -> std::path::PathBuf {
+    let ragwatch = std::path::Path::new(env!("CARGO_BIN_EXE_ragwatch"));
+    let name = format!("ragwatch-loadgen{}", std::env::consts::EXE_SUFFIX);
+    let bin = ragwatch.with_file_name(name);
+    assert!(
+        bin.exists(),
+        "{} is not built: run `cargo test` at the top of the workspace (or `cargo build --bin ragwatch-loadgen`)",
+        bin.display()
+    );
+    bin
+}

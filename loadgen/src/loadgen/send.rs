@@ -237,7 +237,7 @@ async fn http_export(
 
 fn snippet(b: &[u8]) -> String {
     // The body is a google.rpc.Status in protobuf, or text.
-    if let Ok(s) = crate::rpc_status::RpcStatus::decode(b)
+    if let Ok(s) = ragwatch::rpc_status::RpcStatus::decode(b)
         && !s.message.is_empty()
     {
         return s.message;

@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ragwatch::loadgen::{self, Args, LoadgenError};
+use ragwatch_loadgen::loadgen::{self, Args, LoadgenError};
 
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]

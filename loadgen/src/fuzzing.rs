@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
-use crate::derived::{DerivedMetrics, Limits};
-use crate::processor::{Processor, run_chain, shutdown_chain, tick_chain};
-use crate::receiver::otlp::drop_invalid_spans;
-use crate::receiver::otlp::http::{self, Encoding};
-use crate::service::config::Config;
-use crate::service::registry::BuildContext;
-use crate::signal::{Batch, Signal, span_count};
+use ragwatch::derived::{DerivedMetrics, Limits};
+use ragwatch::processor::{Processor, run_chain, shutdown_chain, tick_chain};
+use ragwatch::receiver::otlp::drop_invalid_spans;
+use ragwatch::receiver::otlp::http::{self, Encoding};
+use ragwatch::service::config::Config;
+use ragwatch::service::registry::BuildContext;
+use ragwatch::signal::{Batch, Signal, span_count};
 
 const SIGNALS: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
 
@@ -134,7 +134,7 @@ pub fn config(text: &str) {
         return;
     };
     let rendered = config.to_redacted_yaml();
-    if let Err(e) = crate::config::yaml::from_str::<serde_json::Value>(&rendered) {
+    if let Err(e) = ragwatch::config::yaml::from_str::<serde_json::Value>(&rendered) {
         panic!("print-config rendered YAML that does not parse: {e}\n{rendered}");
     }
     let ctx = context();
@@ -149,10 +149,10 @@ pub fn genai_view(req: ExportTraceServiceRequest) {
     for rs in &req.resource_spans {
         for ss in &rs.scope_spans {
             for span in &ss.spans {
-                let v = crate::genai::view(span);
+                let v = ragwatch::genai::view(span);
                 let _ = v.model();
                 if let Some(stage) = v.stage {
-                    let _ = crate::processor::genai::lint(&v, stage);
+                    let _ = ragwatch::processor::genai::lint(&v, stage);
                 }
             }
         }
@@ -173,19 +173,19 @@ fn analysis_config() -> Option<&'static Config> {
 /// took a third of each input's time.
 fn context() -> BuildContext {
     type Sinks = (
-        Arc<crate::telemetry::SelfMetrics>,
-        Arc<crate::findings::Findings>,
+        Arc<ragwatch::telemetry::SelfMetrics>,
+        Arc<ragwatch::findings::Findings>,
     );
     static SINKS: OnceLock<Sinks> = OnceLock::new();
     let (self_metrics, findings) = SINKS.get_or_init(|| {
         (
-            crate::telemetry::SelfMetrics::new(),
-            Arc::new(crate::findings::Findings::default()),
+            ragwatch::telemetry::SelfMetrics::new(),
+            Arc::new(ragwatch::findings::Findings::default()),
         )
     });
     BuildContext {
         derived: Arc::new(DerivedMetrics::new(
-            crate::derived::defs::DEFS,
+            ragwatch::derived::defs::DEFS,
             Limits::default(),
         )),
         self_metrics: self_metrics.clone(),

@@ -604,7 +604,7 @@ async fn signals(stop: CancellationToken, abort: CancellationToken) {
 
 /// Run as `args` say; progress lines go to stderr when `args.report_every` > 0.
 pub async fn run(args: Args) -> Result<Report, LoadgenError> {
-    crate::service::install_crypto_provider();
+    ragwatch::service::install_crypto_provider();
     let url = send::endpoint_url(args.endpoint.as_deref(), args.protocol)?;
     let generator = Generator::new(&args)?;
     if args.dry_run {

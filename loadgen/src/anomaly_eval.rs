@@ -16,14 +16,14 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::{AnomalyConfig, AnomalyProcessor, Signal, Verdict};
-use crate::derived::{DerivedMetrics, Limits};
-use crate::findings::Findings;
-use crate::processor::Processor;
-use crate::processor::genai::{GenAiConfig, GenAiProcessor};
-use crate::processor::quality::{QualityConfig, QualityProcessor};
-use crate::signal::Batch;
 use crate::synth::{Fault, Profile, rag_trace};
+use ragwatch::derived::{DerivedMetrics, Limits};
+use ragwatch::findings::Findings;
+use ragwatch::processor::Processor;
+use ragwatch::processor::anomaly::{AnomalyConfig, AnomalyProcessor, Signal, Verdict};
+use ragwatch::processor::genai::{GenAiConfig, GenAiProcessor};
+use ragwatch::processor::quality::{QualityConfig, QualityProcessor};
+use ragwatch::signal::Batch;
 
 /// The faults of the evaluation, by name, with the signal that must mark each faulty trace.
 pub fn scenarios() -> Vec<(&'static str, Fault, Signal)> {
@@ -97,7 +97,7 @@ pub struct Chain {
 impl Chain {
     pub fn new(seed: u64, config: AnomalyConfig) -> Result<Chain, String> {
         let derived = Arc::new(DerivedMetrics::new(
-            crate::derived::defs::DEFS,
+            ragwatch::derived::defs::DEFS,
             Limits {
                 max_series_per_metric: 2000,
                 series_ttl: Duration::from_secs(600),
@@ -197,7 +197,7 @@ fn failed(b: &Batch) -> bool {
         .iter()
         .flat_map(|rs| &rs.scope_spans)
         .flat_map(|ss| &ss.spans)
-        .any(|s| s.parent_span_id.is_empty() && crate::attributes::is_error(s))
+        .any(|s| s.parent_span_id.is_empty() && ragwatch::attributes::is_error(s))
 }
 
 /// Verdicts on `n` clean traces of `profile`.

@@ -7,8 +7,8 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 
 use super::template::{Template, WireError};
-use crate::attributes::{get_str, kv_i64, kv_str};
 use crate::synth::{Fault, Profile, agent_trace, rag_trace};
+use ragwatch::attributes::{get_str, kv_i64, kv_str};
 
 /// Spans held by the templates of one phase, at most (more templates give more variety).
 const POOL_SPANS: u64 = 64 * 1024;

@@ -13,7 +13,7 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, LogNormal};
 
-use crate::attributes::{kv, kv_f64, kv_i64, kv_str};
+use ragwatch::attributes::{kv, kv_f64, kv_i64, kv_str};
 
 /// A fault that changes the traces generated while it lasts.
 #[derive(Debug, Clone, Copy, PartialEq)]
