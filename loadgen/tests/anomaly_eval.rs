@@ -1,8 +1,33 @@
 //! The labelled evaluation of the anomaly processor on a small stream (the full one is
 //! `cargo run --release --example anomaly_eval`; its table is in the README).
 
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use ragwatch::attributes::get_f64;
+use ragwatch::names::attrs as a;
+use ragwatch::processor::anomaly::{AnomalyConfig, Signal};
+use ragwatch::signal::Batch;
 use ragwatch_loadgen::anomaly_eval as eval;
-use ragwatch_loadgen::synth::Fault;
+use ragwatch_loadgen::synth::{Fault, Profile};
+
+fn attr_bool(s: &Span, k: &str) -> Option<bool> {
+    match ragwatch::attributes::get(&s.attributes, k) {
+        Some(Value::BoolValue(b)) => Some(*b),
+        _ => None,
+    }
+}
+
+fn spans(b: &Batch) -> Vec<&Span> {
+    match b {
+        Batch::Traces(r) => r
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
 
 /// The labelled evaluation on a small stream, on both profiles: each fault found within 40
 /// traces of its key and no false verdict on the clean stretches; on the synthetic profile
@@ -44,4 +69,53 @@ fn labelled_evaluation_small() {
             "{pname}"
         );
     }
+}
+
+#[test]
+fn a_verdict_needs_a_shift_or_two_independent_groups() {
+    let profile = Profile {
+        sigma: 0.1,
+        error_rate: 0.0,
+        ..Profile::new("api", "gpt-4o-mini")
+    };
+    let mut chain = eval::Chain::new(7, AnomalyConfig::default()).unwrap();
+    for _ in 0..60 {
+        assert!(!chain.step(&profile, None), "no verdict in a clean warm-up");
+    }
+    // One retrieval 20x slower: points in stage and request latency, one group: no verdict.
+    let (b, v) = chain.step_batch(&profile, Some(Fault::SlowRetrieval(20.0)));
+    assert!(v.signals.is_empty(), "{v:?}");
+    assert!(spans(&b).iter().all(|s| attr_bool(s, a::ANOMALY).is_none()));
+    for _ in 0..20 {
+        chain.step(&profile, None);
+    }
+    // Slow and poor at once: performance and quality, two groups: a verdict, marked on the
+    // retrieval span and the root.
+    let mut marked = false;
+    for _ in 0..3 {
+        let profile = Profile {
+            retrieval_ms: 80.0 * 20.0,
+            ..profile.clone()
+        };
+        let (b, v) = chain.step_batch(&profile, Some(Fault::QualityDrop));
+        if v.signals.is_empty() {
+            continue;
+        }
+        assert!(v.signals.contains(&Signal::StageLatency), "{v:?}");
+        assert!(v.signals.contains(&Signal::Quality), "{v:?}");
+        let all = spans(&b);
+        let retrieval = all
+            .iter()
+            .find(|s| s.name.starts_with("retrieval"))
+            .unwrap();
+        assert_eq!(attr_bool(retrieval, a::ANOMALY), Some(true));
+        let sig = ragwatch::attributes::get(&retrieval.attributes, a::ANOMALY_SIGNALS);
+        assert!(format!("{sig:?}").contains("stage_latency"));
+        assert!(get_f64(&retrieval.attributes, a::ANOMALY_SCORE).unwrap() > 4.0);
+        let root = all.iter().find(|s| s.parent_span_id.is_empty()).unwrap();
+        assert_eq!(attr_bool(root, a::ANOMALY), Some(true));
+        marked = true;
+        break;
+    }
+    assert!(marked, "slow and poor traces got a verdict");
 }

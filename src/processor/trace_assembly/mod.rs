@@ -12,14 +12,16 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use serde::{Deserialize, Serialize};
 
 pub mod agents;
 pub mod critical_path;
+mod events;
 pub mod patterns;
 pub mod summary;
+
+pub use events::AssemblyCounters;
+use events::{HeldBytesOverLimit, LateSpan, MemoryFlush, TraceFlushed, TraceHeld};
 
 use crate::config::{Problems, Validate, duration};
 use crate::processor::Processor;
@@ -200,35 +202,6 @@ struct Held {
     bytes: usize,
 }
 
-/// Self-metrics of the assembler.
-#[derive(Clone, Default)]
-pub struct AssemblyCounters {
-    pub in_flight: Gauge,
-    pub evictions: Counter,
-    pub late_spans: Counter,
-}
-
-impl crate::telemetry::ComponentMetrics for AssemblyCounters {
-    fn register(&self, r: &mut prometheus_client::registry::Registry) {
-        use crate::names::metrics as m;
-        r.register(
-            m::TRACES_IN_FLIGHT,
-            "Traces held by trace assembly",
-            self.in_flight.clone(),
-        );
-        r.register(
-            m::TRACE_EVICTIONS,
-            "Traces flushed early as partial because max_traces was reached",
-            self.evictions.clone(),
-        );
-        r.register(
-            m::TRACE_LATE_SPANS,
-            "Spans that arrived after their trace was flushed, exported at once",
-            self.late_spans.clone(),
-        );
-    }
-}
-
 pub struct TraceAssembly {
     config: TraceAssemblyConfig,
     traces: HashMap<[u8; 16], Held>,
@@ -338,10 +311,10 @@ impl TraceAssembly {
         self.unmark(held.mark);
         self.held_bytes = self.held_bytes.saturating_sub(held.bytes);
         self.due.remove(&(held.deadline, id));
-        self.counters.in_flight.dec();
-        if reason == FlushReason::Evicted {
-            self.counters.evictions.inc();
+        TraceFlushed {
+            evicted: reason == FlushReason::Evicted,
         }
+        .emit(&self.counters);
         self.remember_flushed(id);
         let mut origins: Vec<(Origin<Resource>, Origin<InstrumentationScope>)> = Vec::new();
         let mut origin = Vec::with_capacity(held.spans.len());
@@ -427,7 +400,7 @@ impl TraceAssembly {
         };
         if !self.traces.contains_key(&id) {
             if self.flushed.contains_key(&id) {
-                self.counters.late_spans.inc();
+                LateSpan.emit(&self.counters);
                 late.push(h);
                 return;
             }
@@ -453,7 +426,7 @@ impl TraceAssembly {
             );
             self.due.insert((deadline, id));
             self.age.push_back((now, id));
-            self.counters.in_flight.inc();
+            TraceHeld.emit(&self.counters);
         }
         let is_root = h.span.parent_span_id.is_empty();
         let size = prost::Message::encoded_len(&h.span);
@@ -509,13 +482,13 @@ impl TraceAssembly {
         }
         if !self.bytes_flushing {
             self.bytes_flushing = true;
-            tracing::warn!(
-                held_mib = self.held_bytes >> 20,
-                max_held_mib = self.config.max_held_mib,
-                share_mib = self.max_held >> 20,
-                traces_held = self.traces.len(),
-                "trace assembly holds more than max_held_mib: flushing the oldest traces early (counted in ragwatch_trace_evictions_total)"
-            );
+            HeldBytesOverLimit {
+                held_bytes: self.held_bytes,
+                max_held_mib: self.config.max_held_mib,
+                share_bytes: self.max_held,
+                traces_held: self.traces.len(),
+            }
+            .emit();
         }
         while self.held_bytes > max {
             let Some((_, oldest)) = self.age.pop_front() else {
@@ -726,10 +699,10 @@ impl Processor for TraceAssembly {
                 self.flush(id, FlushReason::Memory, now, &mut flushed);
             }
             if traces > 0 && !self.memory_flushing {
-                tracing::warn!(
-                    traces_held = self.traces.len() + traces,
-                    "memory limit: flushing held traces early, oldest first"
-                );
+                MemoryFlush {
+                    traces_held: self.traces.len() + traces,
+                }
+                .emit();
             }
             self.memory_flushing = traces > 0;
         } else {
