@@ -515,7 +515,7 @@ pub fn shard_of(trace_id: &[u8], shards: usize) -> usize {
 }
 
 /// Split a request into one request per shard, keeping each span with its resource and scope.
-fn split_by_trace(
+pub fn split_by_trace(
     r: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
     shards: usize,
 ) -> Vec<(usize, Batch)> {

@@ -25,6 +25,49 @@ use crate::signal::Signal;
 use crate::telemetry::SelfMetrics;
 
 /// Why the service could not start.
+/// The processor chains of one pipeline, one per shard: each stage built from its config in the
+/// pipeline's order; a stage with pipeline-wide state (SLO windows, anomaly baselines) built once
+/// and handed to the other shards as a handle onto it.
+pub fn build_chains(
+    config: &Config,
+    pipeline: &crate::service::config::PipelineConfig,
+    ctx: &BuildContext,
+    shards: usize,
+) -> Result<Vec<Vec<Box<dyn crate::processor::Processor>>>, StartError> {
+    let mut chains: Vec<Vec<Box<dyn crate::processor::Processor>>> = Vec::new();
+    for _ in 0..shards {
+        let mut chain = Vec::new();
+        for name in &pipeline.processors {
+            let Some(c) = config.processors.get(name) else {
+                continue;
+            };
+            if let Some(shared) = chains.first().and_then(|c0| c0.get(chain.len())?.share()) {
+                chain.push(shared);
+                continue;
+            }
+            // Whole traces come from trace assembly in hold mode, earlier in the chain.
+            let whole_traces = pipeline.processors.iter().take(chain.len()).any(|n| {
+                matches!(
+                    config.processors.get(n),
+                    Some(crate::service::registry::ProcessorConfig::TraceAssembly(t))
+                        if t.mode == crate::processor::trace_assembly::Mode::Hold
+                )
+            });
+            let ctx = BuildContext {
+                whole_traces,
+                shards,
+                ..ctx.clone()
+            };
+            chain.push(c.build(&ctx).map_err(|message| StartError::Processor {
+                id: name.clone(),
+                message,
+            })?);
+        }
+        chains.push(chain);
+    }
+    Ok(chains)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -219,43 +262,14 @@ impl Service {
                 shards,
                 ..pctx.clone()
             };
-            let mut chains: Vec<Vec<Box<dyn crate::processor::Processor>>> = Vec::new();
-            for _ in 0..shards {
-                let mut chain = Vec::new();
-                for name in &p.processors {
-                    let Some(c) = config.processors.get(name) else {
-                        continue;
-                    };
-                    // Stages with pipeline-wide state hand the other shards a handle onto it.
-                    if let Some(shared) = chains.first().and_then(|c0| c0.get(chain.len())?.share())
-                    {
-                        chain.push(shared);
-                        continue;
-                    }
-                    // Whole traces come from trace assembly in hold mode, earlier in the chain.
-                    let whole_traces = p.processors.iter().take(chain.len()).any(|n| {
-                        matches!(
-                            config.processors.get(n),
-                            Some(crate::service::registry::ProcessorConfig::TraceAssembly(t))
-                                if t.mode == crate::processor::trace_assembly::Mode::Hold
-                        )
-                    });
-                    let pctx = BuildContext {
-                        whole_traces,
-                        ..pctx.clone()
-                    };
-                    chain.push(c.build(&pctx).map_err(|message| StartError::Processor {
-                        id: name.clone(),
-                        message,
-                    })?);
-                }
+            let mut chains = build_chains(config, p, &pctx, shards)?;
+            for chain in &mut chains {
                 // The page's tap, after the last stage of the pipelines it watches.
                 if let Some(tap) = page.as_ref().filter(|_| signal == Signal::Traces)
                     && let Some(roots_are_requests) = config.page_watches(p)
                 {
                     chain.push(tap.tap(roots_are_requests));
                 }
-                chains.push(chain);
             }
             let handles = p
                 .exporters
