@@ -21,6 +21,12 @@ use ragwatch_loadgen::synth::{Profile, rag_trace};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+// The allocator the ragwatch binary runs with (src/main.rs): glibc's malloc would be a third of
+// the profile here.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const CONFIG: &str = r#"
 receivers:
   otlp:
