@@ -2,4 +2,5 @@
 //! builds which receiver is `service::registry`.
 
 pub mod derived;
+pub mod events;
 pub mod otlp;

@@ -37,9 +37,9 @@ pub struct PipelineLabels {
     pub pipeline: String,
 }
 
-type PerSignal<L> = [Family<L, Counter>; 3];
+pub type PerSignal<L> = [Family<L, Counter>; 3];
 
-fn idx(s: Signal) -> usize {
+pub fn idx(s: Signal) -> usize {
     match s {
         Signal::Traces => 0,
         Signal::Metrics => 1,
@@ -58,10 +58,6 @@ pub trait ComponentMetrics: Clone + Default + Send + Sync + 'static {
 /// All of ragwatch's own metrics, registered once.
 pub struct SelfMetrics {
     registry: Mutex<Registry>,
-    receiver_accepted: PerSignal<ReceiverLabels>,
-    receiver_refused: PerSignal<ReceiverLabels>,
-    receiver_requests: Family<RequestLabels, Counter>,
-    receiver_empty_json: Family<ReceiverLabels, Counter>,
     receiver_tls_handshake_failures: Family<ReceiverLabels, Counter>,
     receiver_tls_reloads: Family<RequestLabels, Counter>,
     exporter_sent: PerSignal<ExporterLabels>,
@@ -115,24 +111,6 @@ where
 impl SelfMetrics {
     pub fn new() -> Arc<SelfMetrics> {
         let mut r = Registry::default();
-        let receiver_accepted = per_signal(
-            &mut r,
-            [
-                m::RECEIVER_ACCEPTED_SPANS,
-                m::RECEIVER_ACCEPTED_METRIC_POINTS,
-                m::RECEIVER_ACCEPTED_LOG_RECORDS,
-            ],
-            "Items accepted by a receiver and handed to its pipelines",
-        );
-        let receiver_refused = per_signal(
-            &mut r,
-            [
-                m::RECEIVER_REFUSED_SPANS,
-                m::RECEIVER_REFUSED_METRIC_POINTS,
-                m::RECEIVER_REFUSED_LOG_RECORDS,
-            ],
-            "Items a receiver refused (malformed, invalid ids, too large, or pipeline full)",
-        );
         let exporter_sent = per_signal(
             &mut r,
             [
@@ -161,10 +139,6 @@ impl SelfMetrics {
             "Items dropped because an exporter's sending queue was full (block_on_overflow: false)",
         );
         let s = SelfMetrics {
-            receiver_accepted,
-            receiver_refused,
-            receiver_requests: Default::default(),
-            receiver_empty_json: Default::default(),
             receiver_tls_handshake_failures: Default::default(),
             receiver_tls_reloads: Default::default(),
             exporter_sent,
@@ -191,16 +165,6 @@ impl SelfMetrics {
             alert_notifications: Default::default(),
             registry: Mutex::new(Registry::default()),
         };
-        r.register(
-            m::RECEIVER_REQUESTS,
-            "Requests a receiver answered, by outcome",
-            s.receiver_requests.clone(),
-        );
-        r.register(
-            m::RECEIVER_EMPTY_JSON_REQUESTS,
-            "OTLP/JSON requests that decoded to zero items (check for snake_case keys)",
-            s.receiver_empty_json.clone(),
-        );
         r.register(
             m::RECEIVER_TLS_HANDSHAKE_FAILURES,
             "TLS handshakes a receiver refused or that did not finish",
@@ -350,27 +314,6 @@ impl SelfMetrics {
         out
     }
 
-    pub fn receiver(&self, receiver: &str, transport: &str) -> ReceiverCounters {
-        let l = ReceiverLabels {
-            receiver: receiver.to_string(),
-            transport: transport.to_string(),
-        };
-        ReceiverCounters {
-            receiver: receiver.to_string(),
-            transport: transport.to_string(),
-            accepted: self
-                .receiver_accepted
-                .each_ref()
-                .map(|f| f.get_or_create(&l).clone()),
-            refused: self
-                .receiver_refused
-                .each_ref()
-                .map(|f| f.get_or_create(&l).clone()),
-            requests: self.receiver_requests.clone(),
-            empty_json: self.receiver_empty_json.get_or_create(&l).clone(),
-        }
-    }
-
     /// A TLS receiver's handshake and reload counters.
     pub fn tls(&self, receiver: &str, transport: &str) -> TlsCounters {
         let l = ReceiverLabels {
@@ -463,53 +406,6 @@ impl SelfMetrics {
             storage_corrupted: self.pipeline_storage_corrupted.get_or_create(&l).clone(),
             replayed: self.pipeline_replayed.get_or_create(&l).clone(),
         }
-    }
-}
-
-/// A receiver's counters, resolved once so the hot path only bumps atomics.
-#[derive(Clone)]
-pub struct ReceiverCounters {
-    pub receiver: String,
-    pub transport: String,
-    accepted: [Counter; 3],
-    refused: [Counter; 3],
-    requests: Family<RequestLabels, Counter>,
-    empty_json: Counter,
-}
-
-impl ReceiverCounters {
-    pub fn accepted(&self, s: Signal, n: usize) {
-        self.accepted[idx(s)].inc_by(n as u64);
-    }
-    /// Count refused items and say why in a log line.
-    pub fn refused(&self, s: Signal, n: usize, reason: &str) {
-        self.refused[idx(s)].inc_by(n as u64);
-        tracing::warn!(
-            receiver = %self.receiver,
-            transport = %self.transport,
-            signal = %s,
-            items = n,
-            reason,
-            "refused {}", s.item_name()
-        );
-    }
-    pub fn request(&self, outcome: &str) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                receiver: self.receiver.clone(),
-                transport: self.transport.clone(),
-                outcome: outcome.to_string(),
-            })
-            .inc();
-    }
-    pub fn empty_json(&self, s: Signal, hint: &str) {
-        self.empty_json.inc();
-        tracing::warn!(
-            receiver = %self.receiver,
-            signal = %s,
-            hint,
-            "an OTLP/JSON request decoded to zero items; OTLP/JSON keys are lowerCamelCase (resourceSpans, not resource_spans)"
-        );
     }
 }
 

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Problems, Validate, duration};
 use crate::derived::DerivedMetrics;
 use crate::pipeline::{Fanin, WhenFull};
+use crate::receiver::events::{ItemsAccepted, ItemsRefused};
 use crate::signal::{Batch, Signal};
 use crate::telemetry::SelfMetrics;
 
@@ -96,7 +97,7 @@ pub fn start(
     metrics: &SelfMetrics,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
-    let counters = metrics.receiver(id, "internal");
+    let counters = crate::receiver::events::ReceiverCounters::of(&metrics, id, "internal");
     let every = config.interval;
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -112,8 +113,17 @@ pub fn start(
                 let n = batch.item_count();
                 // Waiting is right here: this is our own data, and the pipeline drains.
                 match fanin.send(batch, WhenFull::Block).await {
-                    Ok(()) => counters.accepted(Signal::Metrics, n),
-                    Err(e) => counters.refused(Signal::Metrics, n, &e.to_string()),
+                    Ok(()) => ItemsAccepted {
+                        signal: Signal::Metrics,
+                        items: n,
+                    }
+                    .emit(&counters),
+                    Err(e) => ItemsRefused {
+                        signal: Signal::Metrics,
+                        items: n,
+                        reason: &e.to_string(),
+                    }
+                    .emit(&counters),
                 }
             }
             if last {

@@ -29,6 +29,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use super::ingest::{Accepted, Ingest, IngestError};
 use super::{GrpcConfig, Incoming};
+use crate::receiver::events::{RequestAnswered, RequestRefused};
 use crate::signal::Batch;
 
 pub(crate) fn serve(
@@ -45,14 +46,17 @@ pub(crate) fn serve(
         if let Some(t) = &token {
             let header = req.metadata().get("authorization").map(|v| v.as_bytes());
             if !super::bearer_matches(header, t) {
-                early.counters.request("unauthenticated");
+                RequestAnswered {
+                    outcome: "unauthenticated",
+                }
+                .emit(&early.counters);
                 return Err(Status::unauthenticated(
                     "missing or wrong bearer token (Authorization: Bearer <token>)",
                 ));
             }
         }
         if let Some(after) = early.refuse_for_memory() {
-            early.counters.request("refused");
+            RequestAnswered { outcome: "refused" }.emit(&early.counters);
             return Err(Status::with_error_details(
                 Code::Unavailable,
                 IngestError::Memory(after).message(),
@@ -117,7 +121,7 @@ pub(crate) fn serve(
 /// the limit (a gzip bomb) already gets RESOURCE_EXHAUSTED from tonic; it is only counted.
 fn map_decode_errors(
     mut resp: http::Response<tonic::body::Body>,
-    counters: &crate::telemetry::ReceiverCounters,
+    counters: &crate::receiver::events::ReceiverCounters,
 ) -> http::Response<tonic::body::Body> {
     let code = resp
         .headers()
@@ -131,14 +135,18 @@ fn map_decode_errors(
         Some(Code::Internal) => (Code::InvalidArgument, "invalid"),
         _ => return resp,
     };
-    counters.request(outcome);
+    RequestAnswered { outcome: outcome }.emit(&counters);
     let reason = resp
         .headers()
         .get("grpc-message")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    tracing::warn!(receiver = %counters.receiver, code = ?replacement, reason = %reason, "refused an OTLP/gRPC request");
+    RequestRefused {
+        status: &format!("{replacement:?}"),
+        reason: &reason,
+    }
+    .emit(counters);
     resp.headers_mut()
         .insert("grpc-status", http::HeaderValue::from(replacement as i32));
     resp
@@ -152,7 +160,7 @@ fn map_decode_errors(
 #[derive(Clone)]
 struct ZstdLayer {
     limit: usize,
-    counters: crate::telemetry::ReceiverCounters,
+    counters: crate::receiver::events::ReceiverCounters,
 }
 
 impl<S> tower::Layer<S> for ZstdLayer {
@@ -170,7 +178,7 @@ impl<S> tower::Layer<S> for ZstdLayer {
 struct Zstd<S> {
     inner: S,
     limit: usize,
-    counters: crate::telemetry::ReceiverCounters,
+    counters: crate::receiver::events::ReceiverCounters,
 }
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -218,8 +226,12 @@ where
                 }
                 Err(status) => {
                     if status.code() == Code::InvalidArgument {
-                        counters.request("invalid");
-                        tracing::warn!(receiver = %counters.receiver, reason = %status.message(), "refused an OTLP/gRPC request");
+                        RequestAnswered { outcome: "invalid" }.emit(&counters);
+                        RequestRefused {
+                            status: "InvalidArgument",
+                            reason: status.message(),
+                        }
+                        .emit(&counters);
                     }
                     Ok(status.into_http())
                 }
@@ -296,16 +308,20 @@ impl Svc {
     async fn export(&self, batch: Batch) -> Result<Accepted, Status> {
         match self.0.ingest(batch).await {
             Ok(a) => {
-                self.0
-                    .counters
-                    .request(if a.rejected > 0 { "partial" } else { "ok" });
+                RequestAnswered {
+                    outcome: if a.rejected > 0 { "partial" } else { "ok" },
+                }
+                .emit(&self.0.counters);
                 Ok(a)
             }
             Err(e) => {
                 let msg = e.message();
                 let status = match e {
                     IngestError::NoPipeline(_) => {
-                        self.0.counters.request("no_pipeline");
+                        RequestAnswered {
+                            outcome: "no_pipeline",
+                        }
+                        .emit(&self.0.counters);
                         Status::unimplemented(msg)
                     }
                     // Counted (too_large) and logged with the decoding errors, by the same code.
@@ -314,7 +330,7 @@ impl Svc {
                     | IngestError::Closed(after)
                     | IngestError::Memory(after)
                     | IngestError::Storage(after, _) => {
-                        self.0.counters.request("refused");
+                        RequestAnswered { outcome: "refused" }.emit(&self.0.counters);
                         Status::with_error_details(
                             Code::Unavailable,
                             msg,

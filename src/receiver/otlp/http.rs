@@ -25,6 +25,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::ingest::{Accepted, Ingest, IngestError};
 use super::{CorsConfig, HttpConfig, Incoming};
+use crate::receiver::events::{EmptyJson, RequestAnswered, RequestRefused};
 use crate::rpc_status::RpcStatus;
 use crate::signal::{Batch, Signal};
 
@@ -64,7 +65,10 @@ pub(crate) fn serve(
                 if ok {
                     next.run(req).await
                 } else {
-                    counters.request("unauthenticated");
+                    RequestAnswered {
+                        outcome: "unauthenticated",
+                    }
+                    .emit(&counters);
                     (
                         ::http::StatusCode::UNAUTHORIZED,
                         [(::http::header::WWW_AUTHENTICATE, "Bearer")],
@@ -212,11 +216,14 @@ async fn handle(s: &HttpState, signal: Signal, headers: &HeaderMap, body: Body) 
     };
     match receive(s, signal, encoding, headers, body).await {
         Ok(accepted) => {
-            s.ingest.counters.request(if accepted.rejected > 0 {
-                "partial"
-            } else {
-                "ok"
-            });
+            RequestAnswered {
+                outcome: if accepted.rejected > 0 {
+                    "partial"
+                } else {
+                    "ok"
+                },
+            }
+            .emit(&s.ingest.counters);
             success(signal, encoding, accepted)
         }
         Err(r) => refuse(s, encoding, r),
@@ -294,7 +301,7 @@ async fn receive(
         } else {
             "the body holds no items"
         };
-        s.ingest.counters.empty_json(signal, hint);
+        EmptyJson { signal, hint }.emit(&s.ingest.counters);
     }
     s.ingest.ingest(batch).await.map_err(|e| {
         let message = e.message();
@@ -432,9 +439,13 @@ fn encode<T: Message + serde::Serialize>(
 }
 
 fn refuse(s: &HttpState, encoding: Encoding, r: Refusal) -> Response {
-    s.ingest.counters.request(r.outcome);
+    RequestAnswered { outcome: r.outcome }.emit(&s.ingest.counters);
     if r.outcome != "refused" && r.outcome != "no_pipeline" {
-        tracing::warn!(receiver = %s.ingest.counters.receiver, status = r.status.as_u16(), reason = %r.message, "refused an OTLP/HTTP request");
+        RequestRefused {
+            status: r.status.as_str(),
+            reason: &r.message,
+        }
+        .emit(&s.ingest.counters);
     }
     let status = RpcStatus {
         code: r.grpc_code as i32,

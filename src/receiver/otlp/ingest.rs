@@ -14,8 +14,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 
 use super::OtlpReceiverConfig;
 use crate::pipeline::{Fanin, HandOffError, WhenFull};
+use crate::receiver::events::{ItemsAccepted, ItemsRefused, ReceiverCounters};
 use crate::signal::{Batch, Signal};
-use crate::telemetry::{ReceiverCounters, SelfMetrics};
+use crate::telemetry::SelfMetrics;
 
 /// The pipelines one receiver feeds, per signal.
 #[derive(Clone, Default)]
@@ -118,7 +119,7 @@ impl Ingest {
             consumers,
             when_full: config.when_full,
             retry_after: config.retry_after,
-            counters: metrics.receiver(id, transport),
+            counters: ReceiverCounters::of(metrics, id, transport),
             limiter: None,
         }
     }
@@ -144,28 +145,43 @@ impl Ingest {
             _ => (0, String::new()),
         };
         if rejected > 0 {
-            self.counters.refused(signal, rejected, &message);
+            ItemsRefused {
+                signal,
+                items: rejected,
+                reason: &message,
+            }
+            .emit(&self.counters);
         }
         let items = batch.item_count();
         let fanin = self.consumers.for_signal(signal);
         if fanin.is_empty() {
-            self.counters.refused(
+            ItemsRefused {
                 signal,
                 items,
-                "no pipeline of this signal uses the receiver",
-            );
+                reason: "no pipeline of this signal uses the receiver",
+            }
+            .emit(&self.counters);
             return Err(IngestError::NoPipeline(signal));
         }
         if items > 0 && self.limiter.as_ref().is_some_and(|l| l.refusing()) {
-            self.counters
-                .refused(signal, items, "memory limit: the client retries");
+            ItemsRefused {
+                signal,
+                items,
+                reason: "memory limit: the client retries",
+            }
+            .emit(&self.counters);
             return Err(IngestError::Memory(self.retry_after));
         }
         if items > 0 {
             match fanin.send(batch, self.when_full).await {
-                Ok(()) => self.counters.accepted(signal, items),
+                Ok(()) => ItemsAccepted { signal, items }.emit(&self.counters),
                 Err(e) => {
-                    self.counters.refused(signal, items, &e.to_string());
+                    ItemsRefused {
+                        signal,
+                        items,
+                        reason: &e.to_string(),
+                    }
+                    .emit(&self.counters);
                     return Err(match e {
                         HandOffError::Full(_) => IngestError::Full(self.retry_after),
                         HandOffError::Closed(_) => IngestError::Closed(self.retry_after),
