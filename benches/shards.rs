@@ -5,7 +5,7 @@
 //! (throughput per shard with N shards / throughput of one shard).
 //!
 //! `cargo bench --bench shards [-- <batches> <spans per batch>]` (default 400 batches of 1,000
-//! spans). Time is driven by hand (each batch is 10 ms after the one before), so trace assembly
+//! spans); `STAGES=genai,trace_assembly` runs part of the chain. Time is driven by hand (each batch is 10 ms after the one before), so trace assembly
 //! flushes as it would at 100,000 spans/s whatever the machine's speed.
 
 use std::sync::{Arc, Barrier};
@@ -50,7 +50,7 @@ service:
   pipelines:
     traces:
       receivers: [otlp]
-      processors: [genai, trace_assembly, quality, anomaly, slo]
+      processors: [STAGES]
       exporters: [debug]
 "#;
 
@@ -152,7 +152,14 @@ fn main() {
     let args: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
     let n = args.first().copied().unwrap_or(400);
     let spans = args.get(1).copied().unwrap_or(1000);
-    let config = Config::from_yaml_with_env(CONFIG, "shards bench", &|_| None).expect("config");
+    // STAGES=genai,trace_assembly runs part of the chain (to see which stage scales how).
+    let stages = std::env::var("STAGES")
+        .unwrap_or_else(|_| "genai, trace_assembly, quality, anomaly, slo".into());
+    let config =
+        Config::from_yaml_with_env(&CONFIG.replace("STAGES", &stages), "shards bench", &|_| {
+            None
+        })
+        .expect("config");
     let input = batches(n, spans);
     let sent: usize = input
         .iter()
@@ -161,7 +168,7 @@ fn main() {
         .map(|s| s.spans.len())
         .sum();
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-    println!("full analysis, {n} batches of ~{spans} spans ({sent} spans), {cores} cores");
+    println!("[{stages}], {n} batches of ~{spans} spans ({sent} spans), {cores} cores");
     println!("| shards | spans/s | spans/s per shard | efficiency |");
     println!("|---|---|---|---|");
     let mut one = None;

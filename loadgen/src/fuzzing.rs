@@ -245,8 +245,9 @@ mod tests {
     use super::*;
 
     fn seeds(target: &str) -> Vec<Vec<u8>> {
+        // The seeds live with the fuzz targets, in the repository's fuzz/ beside this crate.
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fuzz/seeds")
+            .join("../fuzz/seeds")
             .join(target);
         let mut out: Vec<Vec<u8>> = std::fs::read_dir(&dir)
             .expect("seed dir")

@@ -56,45 +56,6 @@ pub trait Processor: Send {
     }
 }
 
-/// A stage shared by the shards of a pipeline: each shard's handle locks the one instance.
-pub struct Shared<P>(std::sync::Arc<std::sync::Mutex<P>>);
-
-impl<P: Processor + 'static> Shared<P> {
-    pub fn new(p: P) -> Self {
-        Shared(std::sync::Arc::new(std::sync::Mutex::new(p)))
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&mut P) -> R) -> R {
-        // A panic elsewhere while holding the lock must not stop the pipeline: take the state.
-        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut g)
-    }
-}
-
-impl<P: Processor + 'static> Processor for Shared<P> {
-    fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
-        self.with(|p| p.on_input(batch, now, out))
-    }
-    fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
-        self.with(|p| p.on_tick(now, out))
-    }
-    fn on_shutdown(&mut self, out: &mut Vec<Batch>) {
-        self.with(|p| p.on_shutdown(out))
-    }
-    fn tick_interval(&self) -> Option<Duration> {
-        self.with(|p| p.tick_interval())
-    }
-    fn share(&self) -> Option<Box<dyn Processor>> {
-        Some(Box::new(Shared(self.0.clone())))
-    }
-    fn input_mark(&mut self, mark: Option<u64>) {
-        self.with(|p| p.input_mark(mark))
-    }
-    fn held_mark(&self) -> Option<u64> {
-        self.with(|p| p.held_mark())
-    }
-}
-
 /// A batch with its mark: the lowest mark of the log records its data came from (None: no log,
 /// or data of no record). See `pipeline::storage`.
 pub type Marked = (Batch, Option<u64>);

@@ -17,7 +17,7 @@ use crate::exporter::helper::{
 };
 use crate::exporter::prometheus::{self, PrometheusExporterConfig};
 use crate::exporter::{otlp_grpc, otlp_http};
-use crate::processor::{Processor, Shared, batch, tail_sampling};
+use crate::processor::{Processor, batch, tail_sampling};
 use crate::receiver::{derived, otlp};
 use crate::signal::Signal;
 
@@ -191,7 +191,7 @@ impl ProcessorConfig {
             ProcessorConfig::Quality(c) => Box::new(
                 crate::processor::quality::QualityProcessor::new(c.clone(), ctx.derived.clone()),
             ),
-            ProcessorConfig::Slo(c) => Box::new(Shared::new(
+            ProcessorConfig::Slo(c) => Box::new(crate::processor::slo::SloShard::new(
                 crate::processor::slo::SloProcessor::new(
                     c.clone(),
                     ctx.derived.clone(),
@@ -199,7 +199,7 @@ impl ProcessorConfig {
                 )
                 .with_burning(ctx.slo_burning.clone()),
             )),
-            ProcessorConfig::Anomaly(c) => Box::new(Shared::new(
+            ProcessorConfig::Anomaly(c) => Box::new(crate::processor::anomaly::AnomalyShard::new(
                 crate::processor::anomaly::AnomalyProcessor::new(
                     c.clone(),
                     ctx.derived.clone(),

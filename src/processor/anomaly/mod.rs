@@ -418,107 +418,25 @@ impl AnomalyProcessor {
 
     /// Judge one trace; mark its spans and publish a finding when it is anomalous.
     fn judge(&mut self, spans: &mut [(&str, &mut Span)], service: &str, now: Instant) -> Verdict {
+        let m = measure(spans, service);
+        let (verdict, marks) = self.decide(m, now);
+        mark(spans, marks);
+        verdict
+    }
+
+    /// Feed one trace's measures to the detectors, in order; the verdict, and the marks to
+    /// write on its spans (span index, signals, score).
+    fn decide(&mut self, m: Measures, now: Instant) -> (Verdict, Vec<Mark>) {
         let mut obs = Vec::new();
-        let root = spans.iter().position(|(_, s)| s.parent_span_id.is_empty());
-        let trace_id = spans
-            .first()
-            .map(|(_, s)| hex(&s.trace_id))
-            .unwrap_or_default();
-        // A failed call is short, cheap and answers nothing: its latency, tokens, cost and the
-        // trace's quality belong to another population, judged by the error rate alone. The
-        // request's own error rate is the root's status (a call retried successfully is not a
-        // failed request).
-        let failed = spans.iter().any(|(_, s)| is_error(s));
-        // Requests' latency and cost are keyed by the model that answered them too: a service
-        // routing between models has one population per model, not one mixed. Their errors
-        // and quality, and their cost once more, are the service's whatever model answered (a
-        // failed request names no answering model; a switch to a pricier model is a cost
-        // spike of the service).
-        let request_model = spans
-            .iter()
-            .filter(|(_, s)| get_str(&s.attributes, a::RAG_STAGE) == Some("llm") && !is_error(s))
-            .find_map(|(_, s)| crate::genai::view(s).model().map(str::to_string))
-            .unwrap_or_default();
-        let service_key = Key {
-            service: service.to_string(),
-            stage: "request".into(),
-            model: String::new(),
-        };
-        let request_key = Key {
-            model: request_model,
-            ..service_key.clone()
-        };
-        if let Some(r) = root {
-            let err = f64::from(u8::from(is_error(spans[r].1)));
-            self.observe(r, &service_key, Signal::ErrorRate, err, &mut obs);
-        }
-        if let Some(r) = root.filter(|_| !failed) {
-            let s = &*spans[r].1;
-            self.observe(r, &request_key, Signal::RequestLatency, secs(s), &mut obs);
-            let cost = get_f64(&s.attributes, a::TRACE_COST_USD).or_else(|| {
-                let c: Vec<f64> = spans
-                    .iter()
-                    .filter_map(|(_, x)| get_f64(&x.attributes, a::COST_USD))
-                    .collect();
-                (!c.is_empty()).then(|| c.iter().sum())
-            });
-            if let Some(c) = cost {
-                self.observe(r, &request_key, Signal::Cost, c, &mut obs);
-                if !request_key.model.is_empty() {
-                    self.observe(r, &service_key, Signal::Cost, c, &mut obs);
-                }
-            }
-            if let Some(q) = get_f64(&spans[r].1.attributes, a::QUALITY_SCORE) {
-                self.observe(r, &service_key, Signal::Quality, q, &mut obs);
-            }
-        }
-        for (i, (svc, s)) in spans.iter().enumerate() {
-            let Some(stage) = get_str(&s.attributes, a::RAG_STAGE) else {
-                continue;
-            };
-            let v = crate::genai::view(s);
-            // Agents and tools are keyed by their name, as model calls by their model.
-            let key = Key {
-                service: svc.to_string(),
-                stage: stage.to_string(),
-                model: match stage {
-                    "agent" => v.agent_name,
-                    "tool" => v.tool_name,
-                    _ => v.model(),
-                }
-                .unwrap_or_default()
-                .to_string(),
-            };
-            let error = is_error(s);
-            self.observe(
-                i,
-                &key,
-                Signal::ErrorRate,
-                f64::from(u8::from(error)),
-                &mut obs,
-            );
-            // Glue (a chain's or an unknown GenAI span's duration is its children's) says
-            // nothing of its own: the stages inside it are judged.
-            if error || matches!(stage, "chain" | "other") {
-                continue;
-            }
-            let dur = secs(s);
-            let ttft = get_f64(&s.attributes, a::LLM_TTFT_MS)
-                .map(|ms| ms / 1000.0)
-                .or_else(|| v.time_to_first_token.map(|d| d.as_secs_f64()));
-            let (tin, tout) = (v.tokens.input, v.tokens.output);
-            let is_llm = stage == "llm";
-            self.observe(i, &key, Signal::StageLatency, dur, &mut obs);
-            if is_llm {
-                if let Some(t) = ttft {
-                    self.observe(i, &key, Signal::Ttft, t, &mut obs);
-                }
-                if let Some(n) = tin {
-                    self.observe(i, &key, Signal::InputTokens, n as f64, &mut obs);
-                }
-                if let Some(n) = tout {
-                    self.observe(i, &key, Signal::OutputTokens, n as f64, &mut obs);
-                }
+        let Measures {
+            keys,
+            points,
+            trace_id,
+            ..
+        } = m;
+        for p in points {
+            if let Some(key) = keys.get(p.key) {
+                self.observe(p.span, key, p.signal, p.value, &mut obs);
             }
         }
         let sustained = obs.iter().any(|o| o.outcome.sustained);
@@ -528,7 +446,7 @@ impl AnomalyProcessor {
         }
         let points_count = groups.iter().filter(|g| **g).count() >= self.min_groups;
         if !sustained && !points_count {
-            return Verdict::default();
+            return (Verdict::default(), Vec::new());
         }
         self.verdicts += 1;
         // What is marked: values on the shifted side of a sustained shift, and point outliers
@@ -551,23 +469,6 @@ impl AnomalyProcessor {
                 1.0,
                 now,
             );
-        }
-        for (i, (signals, score)) in &per_span {
-            let attrs = &mut spans[*i].1.attributes;
-            put(attrs, a::ANOMALY, Value::BoolValue(true));
-            put(
-                attrs,
-                a::ANOMALY_SIGNALS,
-                Value::ArrayValue(ArrayValue {
-                    values: signals
-                        .iter()
-                        .map(|s| AnyValue {
-                            value: Some(Value::StringValue(s.to_string())),
-                        })
-                        .collect(),
-                }),
-            );
-            put(attrs, a::ANOMALY_SCORE, Value::DoubleValue(*score));
         }
         // One finding per anomalous trace, about its strongest evidence.
         let lead = flagged
@@ -619,7 +520,15 @@ impl AnomalyProcessor {
                 at: SystemTime::now(),
             });
         }
-        verdict
+        let marks = per_span
+            .into_iter()
+            .map(|(span, (signals, score))| Mark {
+                span,
+                signals,
+                score,
+            })
+            .collect();
+        (verdict, marks)
     }
 
     /// Judge every trace of a batch; the verdicts are returned in the order of the traces.
@@ -633,6 +542,177 @@ impl AnomalyProcessor {
         }
         out
     }
+}
+
+/// One value for one detector: the span it came from, its key (an index into
+/// [`Measures::keys`]), its signal.
+struct Point {
+    span: usize,
+    key: usize,
+    signal: Signal,
+    value: f64,
+}
+
+/// A trace's measures, in the order the detectors are fed.
+#[derive(Default)]
+struct Measures {
+    trace_id: String,
+    keys: Vec<Key>,
+    points: Vec<Point>,
+}
+
+impl Measures {
+    fn add(&mut self, span: usize, key: &Key, signal: Signal, value: f64) {
+        let k = match self.keys.iter().position(|k| k == key) {
+            Some(k) => k,
+            None => {
+                self.keys.push(key.clone());
+                self.keys.len() - 1
+            }
+        };
+        self.points.push(Point {
+            span,
+            key: k,
+            signal,
+            value,
+        });
+    }
+}
+
+/// What a verdict writes on one span.
+struct Mark {
+    span: usize,
+    signals: Vec<&'static str>,
+    score: f64,
+}
+
+/// Write the marks of a verdict on the trace's spans.
+fn mark(spans: &mut [(&str, &mut Span)], marks: Vec<Mark>) {
+    for Mark {
+        span: i,
+        signals,
+        score,
+    } in marks
+    {
+        let attrs = &mut spans[i].1.attributes;
+        put(attrs, a::ANOMALY, Value::BoolValue(true));
+        put(
+            attrs,
+            a::ANOMALY_SIGNALS,
+            Value::ArrayValue(ArrayValue {
+                values: signals
+                    .iter()
+                    .map(|s| AnyValue {
+                        value: Some(Value::StringValue(s.to_string())),
+                    })
+                    .collect(),
+            }),
+        );
+        put(attrs, a::ANOMALY_SCORE, Value::DoubleValue(score));
+    }
+}
+
+/// What one trace gives the detectors, in the order they are fed: read from the spans alone
+/// (no detector state), so a shard computes it without holding the shared detectors.
+fn measure(spans: &[(&str, &mut Span)], service: &str) -> Measures {
+    let mut obs = Measures::default();
+    let root = spans.iter().position(|(_, s)| s.parent_span_id.is_empty());
+    obs.trace_id = spans
+        .first()
+        .map(|(_, s)| hex(&s.trace_id))
+        .unwrap_or_default();
+    // A failed call is short, cheap and answers nothing: its latency, tokens, cost and the
+    // trace's quality belong to another population, judged by the error rate alone. The
+    // request's own error rate is the root's status (a call retried successfully is not a
+    // failed request).
+    let failed = spans.iter().any(|(_, s)| is_error(s));
+    // Requests' latency and cost are keyed by the model that answered them too: a service
+    // routing between models has one population per model, not one mixed. Their errors
+    // and quality, and their cost once more, are the service's whatever model answered (a
+    // failed request names no answering model; a switch to a pricier model is a cost
+    // spike of the service).
+    let request_model = spans
+        .iter()
+        .filter(|(_, s)| get_str(&s.attributes, a::RAG_STAGE) == Some("llm") && !is_error(s))
+        .find_map(|(_, s)| crate::genai::view(s).model().map(str::to_string))
+        .unwrap_or_default();
+    let service_key = Key {
+        service: service.to_string(),
+        stage: "request".into(),
+        model: String::new(),
+    };
+    let request_key = Key {
+        model: request_model,
+        ..service_key.clone()
+    };
+    if let Some(r) = root {
+        let err = f64::from(u8::from(is_error(spans[r].1)));
+        obs.add(r, &service_key, Signal::ErrorRate, err);
+    }
+    if let Some(r) = root.filter(|_| !failed) {
+        let s = &*spans[r].1;
+        obs.add(r, &request_key, Signal::RequestLatency, secs(s));
+        let cost = get_f64(&s.attributes, a::TRACE_COST_USD).or_else(|| {
+            let c: Vec<f64> = spans
+                .iter()
+                .filter_map(|(_, x)| get_f64(&x.attributes, a::COST_USD))
+                .collect();
+            (!c.is_empty()).then(|| c.iter().sum())
+        });
+        if let Some(c) = cost {
+            obs.add(r, &request_key, Signal::Cost, c);
+            if !request_key.model.is_empty() {
+                obs.add(r, &service_key, Signal::Cost, c);
+            }
+        }
+        if let Some(q) = get_f64(&spans[r].1.attributes, a::QUALITY_SCORE) {
+            obs.add(r, &service_key, Signal::Quality, q);
+        }
+    }
+    for (i, (svc, s)) in spans.iter().enumerate() {
+        let Some(stage) = get_str(&s.attributes, a::RAG_STAGE) else {
+            continue;
+        };
+        let v = crate::genai::view(s);
+        // Agents and tools are keyed by their name, as model calls by their model.
+        let key = Key {
+            service: svc.to_string(),
+            stage: stage.to_string(),
+            model: match stage {
+                "agent" => v.agent_name,
+                "tool" => v.tool_name,
+                _ => v.model(),
+            }
+            .unwrap_or_default()
+            .to_string(),
+        };
+        let error = is_error(s);
+        obs.add(i, &key, Signal::ErrorRate, f64::from(u8::from(error)));
+        // Glue (a chain's or an unknown GenAI span's duration is its children's) says
+        // nothing of its own: the stages inside it are judged.
+        if error || matches!(stage, "chain" | "other") {
+            continue;
+        }
+        let dur = secs(s);
+        let ttft = get_f64(&s.attributes, a::LLM_TTFT_MS)
+            .map(|ms| ms / 1000.0)
+            .or_else(|| v.time_to_first_token.map(|d| d.as_secs_f64()));
+        let (tin, tout) = (v.tokens.input, v.tokens.output);
+        let is_llm = stage == "llm";
+        obs.add(i, &key, Signal::StageLatency, dur);
+        if is_llm {
+            if let Some(t) = ttft {
+                obs.add(i, &key, Signal::Ttft, t);
+            }
+            if let Some(n) = tin {
+                obs.add(i, &key, Signal::InputTokens, n as f64);
+            }
+            if let Some(n) = tout {
+                obs.add(i, &key, Signal::OutputTokens, n as f64);
+            }
+        }
+    }
+    obs
 }
 
 fn describe(o: &Obs) -> String {
@@ -669,6 +749,44 @@ impl Processor for AnomalyProcessor {
     fn on_input(&mut self, mut batch: Batch, now: Instant, out: &mut Vec<Batch>) {
         self.process(&mut batch, now);
         out.push(batch);
+    }
+}
+
+/// The anomaly stage of one shard of a pipeline. The detectors are one for the whole pipeline
+/// (a baseline is not additive); each shard reads its traces' measures without holding them,
+/// takes the lock once per batch only to feed the measures to the detectors in order, and
+/// writes the verdicts' marks on its spans after letting go. (A lock around the whole stage
+/// made the shards wait on each other's attribute reading and GenAI views.)
+pub struct AnomalyShard(Arc<std::sync::Mutex<AnomalyProcessor>>);
+
+impl AnomalyShard {
+    pub fn new(p: AnomalyProcessor) -> Self {
+        AnomalyShard(Arc::new(std::sync::Mutex::new(p)))
+    }
+}
+
+impl Processor for AnomalyShard {
+    fn on_input(&mut self, mut batch: Batch, now: Instant, out: &mut Vec<Batch>) {
+        if let Batch::Traces(r) = &mut batch {
+            let mut traces = group_by_trace(r);
+            let measures: Vec<Measures> = traces
+                .iter()
+                .map(|t| measure(&t.spans, t.service))
+                .collect();
+            let marks: Vec<Vec<Mark>> = {
+                // A panic elsewhere while holding the lock must not stop the pipeline.
+                let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+                measures.into_iter().map(|m| p.decide(m, now).1).collect()
+            };
+            for (t, m) in traces.iter_mut().zip(marks) {
+                mark(&mut t.spans, m);
+            }
+        }
+        out.push(batch);
+    }
+
+    fn share(&self) -> Option<Box<dyn Processor>> {
+        Some(Box::new(AnomalyShard(self.0.clone())))
     }
 }
 

@@ -456,25 +456,42 @@ impl SloProcessor {
 
     /// The events a trace gives each SLO.
     fn events(&self, t: &TraceSpans<'_>, out: &mut Vec<Event>) {
-        let root = t.root().map(|i| &*t.spans[i].1);
-        let trace = t
-            .spans
-            .first()
-            .map(|(_, s)| hex(&s.trace_id))
-            .unwrap_or_default();
-        // The model is read (a GenAI view) only for SLOs split by model.
-        let trace_model = || {
-            t.spans
-                .iter()
-                .find(|(_, s)| stage_of(s) == Some("llm"))
-                .and_then(|(_, s)| model_of(s))
+        events(&self.config.slos, &self.thresholds, t, out);
+    }
+
+    fn spend(&mut self, t: &TraceSpans<'_>, now: Instant) {
+        let spends = spends(t, self.budgets_by_model());
+        self.apply_spends(spends, now);
+    }
+
+    /// Whether some budget is split by model (then spends read the model).
+    fn budgets_by_model(&self) -> bool {
+        self.budgets.iter().any(|b| b.config.model.is_some())
+    }
+}
+
+/// The events a trace gives each SLO: read from the spans and the SLOs' settings alone, so a
+/// shard computes them without holding the shared windows.
+fn events(slos: &[SloConfig], thresholds: &[f64], t: &TraceSpans<'_>, out: &mut Vec<Event>) {
+    let root = t.root().map(|i| &*t.spans[i].1);
+    let trace = t
+        .spans
+        .first()
+        .map(|(_, s)| hex(&s.trace_id))
+        .unwrap_or_default();
+    // The model is read (a GenAI view) only for SLOs split by model.
+    let trace_model = || {
+        t.spans
+            .iter()
+            .find(|(_, s)| stage_of(s) == Some("llm"))
+            .and_then(|(_, s)| model_of(s))
+    };
+    for (i, slo) in slos.iter().enumerate() {
+        let Some(&threshold) = thresholds.get(i) else {
+            continue;
         };
-        for (i, slo) in self.config.slos.iter().enumerate() {
-            let threshold = self.thresholds[i];
-            let mut push = |service: &str,
-                            span: &Span,
-                            model: &dyn Fn() -> Option<String>,
-                            good: bool| {
+        let mut push =
+            |service: &str, span: &Span, model: &dyn Fn() -> Option<String>, good: bool| {
                 if slo.service.as_deref().is_some_and(|s| s != service) {
                     return;
                 }
@@ -494,59 +511,60 @@ impl SloProcessor {
                     trace: trace.clone(),
                 });
             };
-            if slo.kind == SloKind::Ttft {
-                for (service, s) in &t.spans {
-                    if stage_of(s) != Some("llm") {
-                        continue;
-                    }
-                    if let Some(ms) = get_f64(&s.attributes, a::LLM_TTFT_MS) {
-                        push(service, s, &|| model_of(s), ms / 1000.0 <= threshold);
-                    }
+        if slo.kind == SloKind::Ttft {
+            for (service, s) in &t.spans {
+                if stage_of(s) != Some("llm") {
+                    continue;
                 }
-                continue;
+                if let Some(ms) = get_f64(&s.attributes, a::LLM_TTFT_MS) {
+                    push(service, s, &|| model_of(s), ms / 1000.0 <= threshold);
+                }
             }
-            let judge = |s: &Span, request: bool| -> Option<bool> {
-                Some(match slo.kind {
-                    SloKind::Latency => crate::attributes::duration_secs(s) <= threshold,
-                    SloKind::Availability => !crate::attributes::is_error(s),
-                    SloKind::Quality => get_f64(&s.attributes, a::QUALITY_SCORE)? >= threshold,
-                    SloKind::Cost => {
-                        let cost = if request {
-                            get_f64(&s.attributes, a::TRACE_COST_USD).unwrap_or_else(|| {
-                                t.spans
-                                    .iter()
-                                    .filter_map(|(_, x)| get_f64(&x.attributes, a::COST_USD))
-                                    .sum()
-                            })
-                        } else {
-                            // An agent run costs what its model calls cost.
-                            get_f64(&s.attributes, a::COST_USD)
-                                .or_else(|| get_f64(&s.attributes, a::AGENT_COST_USD))
-                                .unwrap_or(0.0)
-                        };
-                        cost <= threshold
-                    }
-                    SloKind::Ttft => return None,
-                })
-            };
-            if slo.over == "request" {
-                if let Some(r) = root
-                    && let Some(good) = judge(r, true)
-                {
-                    push(t.service, r, &trace_model, good);
+            continue;
+        }
+        let judge = |s: &Span, request: bool| -> Option<bool> {
+            Some(match slo.kind {
+                SloKind::Latency => crate::attributes::duration_secs(s) <= threshold,
+                SloKind::Availability => !crate::attributes::is_error(s),
+                SloKind::Quality => get_f64(&s.attributes, a::QUALITY_SCORE)? >= threshold,
+                SloKind::Cost => {
+                    let cost = if request {
+                        get_f64(&s.attributes, a::TRACE_COST_USD).unwrap_or_else(|| {
+                            t.spans
+                                .iter()
+                                .filter_map(|(_, x)| get_f64(&x.attributes, a::COST_USD))
+                                .sum()
+                        })
+                    } else {
+                        // An agent run costs what its model calls cost.
+                        get_f64(&s.attributes, a::COST_USD)
+                            .or_else(|| get_f64(&s.attributes, a::AGENT_COST_USD))
+                            .unwrap_or(0.0)
+                    };
+                    cost <= threshold
                 }
-            } else {
-                for (service, s) in &t.spans {
-                    if stage_of(s) == Some(slo.over.as_str())
-                        && let Some(good) = judge(s, false)
-                    {
-                        push(service, s, &|| model_of(s), good);
-                    }
+                SloKind::Ttft => return None,
+            })
+        };
+        if slo.over == "request" {
+            if let Some(r) = root
+                && let Some(good) = judge(r, true)
+            {
+                push(t.service, r, &trace_model, good);
+            }
+        } else {
+            for (service, s) in &t.spans {
+                if stage_of(s) == Some(slo.over.as_str())
+                    && let Some(good) = judge(s, false)
+                {
+                    push(service, s, &|| model_of(s), good);
                 }
             }
         }
     }
+}
 
+impl SloProcessor {
     fn record(&mut self, e: Event, now: Instant) {
         let key = Key {
             slo: e.slo,
@@ -593,32 +611,35 @@ impl SloProcessor {
         }
     }
 
-    fn spend(&mut self, t: &TraceSpans<'_>, now: Instant) {
-        if self.budgets.is_empty() {
+    /// Count a batch's events and spends; the first batch starts the evaluation clock.
+    fn record_all(&mut self, events: Vec<Event>, spends: Vec<Spend>, now: Instant) {
+        self.apply_spends(spends, now);
+        for e in events {
+            self.record(e, now);
+        }
+        if self.next_eval.is_none() {
+            self.next_eval = Some(now + self.config.evaluation_interval);
+        }
+    }
+
+    fn apply_spends(&mut self, spends: Vec<Spend>, now: Instant) {
+        if self.budgets.is_empty() || spends.is_empty() {
             return;
         }
         let wall = self.wall_secs(now);
-        for (service, s) in &t.spans {
-            let Some(cost) = get_f64(&s.attributes, a::COST_USD) else {
-                continue;
-            };
-            let model = if self.budgets.iter().any(|b| b.config.model.is_some()) {
-                model_of(s)
-            } else {
-                None
-            };
+        for sp in spends {
             for b in &mut self.budgets {
-                if b.config.service.as_deref().is_some_and(|x| x != *service)
+                if b.config.service.as_deref().is_some_and(|x| x != sp.service)
                     || b.config
                         .model
                         .as_deref()
-                        .is_some_and(|x| Some(x) != model.as_deref())
+                        .is_some_and(|x| Some(x) != sp.model.as_deref())
                 {
                     continue;
                 }
                 roll_period(b, wall);
-                b.spent += cost;
-                b.recent.record(now, cost, 0.0);
+                b.spent += sp.cost;
+                b.recent.record(now, sp.cost, 0.0);
             }
         }
     }
@@ -795,6 +816,29 @@ fn roll_period(b: &mut Budget, wall: f64) {
     }
 }
 
+/// The cost of one model call, for the budgets.
+struct Spend {
+    service: String,
+    cost: f64,
+    model: Option<String>,
+}
+
+/// What a trace spends: each span's cost with its service (and model, when a budget is split
+/// by model).
+fn spends(t: &TraceSpans<'_>, by_model: bool) -> Vec<Spend> {
+    t.spans
+        .iter()
+        .filter_map(|(service, s)| {
+            let cost = get_f64(&s.attributes, a::COST_USD)?;
+            Some(Spend {
+                service: service.to_string(),
+                cost,
+                model: if by_model { model_of(s) } else { None },
+            })
+        })
+        .collect()
+}
+
 fn stage_of(s: &Span) -> Option<&str> {
     get_str(&s.attributes, a::RAG_STAGE)
 }
@@ -819,14 +863,11 @@ impl Processor for SloProcessor {
                 self.events(&t, &mut events);
                 self.spend(&t, now);
             }
-            for e in events {
-                self.record(e, now);
-            }
+            self.record_all(events, Vec::new(), now);
+        } else {
+            self.record_all(Vec::new(), Vec::new(), now);
         }
         out.push(batch);
-        if self.next_eval.is_none() {
-            self.next_eval = Some(now + self.config.evaluation_interval);
-        }
     }
 
     fn on_tick(&mut self, now: Instant, _out: &mut Vec<Batch>) {
@@ -838,6 +879,65 @@ impl Processor for SloProcessor {
 
     fn tick_interval(&self) -> Option<Duration> {
         Some(self.config.evaluation_interval.min(Duration::from_secs(1)))
+    }
+}
+
+/// The `slo` stage of one shard of a pipeline. The windows and budgets are one for the whole
+/// pipeline; each shard reads its traces' events and spends without holding them (the SLOs'
+/// settings are copied into every shard), then takes the lock once per batch only to count
+/// them. (A lock around the whole stage made the shards wait on each other's attribute reading.)
+pub struct SloShard {
+    state: Arc<std::sync::Mutex<SloProcessor>>,
+    slos: Arc<[SloConfig]>,
+    thresholds: Arc<[f64]>,
+    by_model: bool,
+}
+
+impl SloShard {
+    pub fn new(p: SloProcessor) -> Self {
+        SloShard {
+            slos: p.config.slos.clone().into(),
+            thresholds: p.thresholds.clone().into(),
+            by_model: p.budgets_by_model(),
+            state: Arc::new(std::sync::Mutex::new(p)),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut SloProcessor) -> R) -> R {
+        // A panic elsewhere while holding the lock must not stop the pipeline.
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g)
+    }
+}
+
+impl Processor for SloShard {
+    fn on_input(&mut self, mut batch: Batch, now: Instant, out: &mut Vec<Batch>) {
+        let (mut found, mut spent) = (Vec::new(), Vec::new());
+        if let Batch::Traces(r) = &mut batch {
+            for t in group_by_trace(r) {
+                events(&self.slos, &self.thresholds, &t, &mut found);
+                spent.extend(spends(&t, self.by_model));
+            }
+        }
+        self.with(|p| p.record_all(found, spent, now));
+        out.push(batch);
+    }
+
+    fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
+        self.with(|p| p.on_tick(now, out))
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        self.with(|p| p.tick_interval())
+    }
+
+    fn share(&self) -> Option<Box<dyn Processor>> {
+        Some(Box::new(SloShard {
+            state: self.state.clone(),
+            slos: self.slos.clone(),
+            thresholds: self.thresholds.clone(),
+            by_model: self.by_model,
+        }))
     }
 }
 
