@@ -25,12 +25,19 @@ impl TraceSpans<'_> {
     }
 }
 
+/// std's HashMap with hashbrown's default hasher (foldhash): std's SipHash showed in the
+/// profile of the per-trace indexes (span id → position), which need no DoS resistance here
+/// (a trace's spans are bounded). std's map rather than hashbrown's, whose destructor keeps
+/// borrows alive to the end of the scope.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, hashbrown::DefaultHashBuilder>;
+
 /// Group a batch's spans by trace, in order of first appearance (`trace_assembly` in hold mode
 /// hands whole traces to the stages after it).
 pub fn group_by_trace(
     r: &mut opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
 ) -> Vec<TraceSpans<'_>> {
-    let mut index: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
+    // foldhash (hashbrown's default), and a trace id copied once per trace, not once per span.
+    let mut index: hashbrown::HashMap<Vec<u8>, usize> = hashbrown::HashMap::new();
     let mut out: Vec<TraceSpans<'_>> = Vec::new();
     for rs in &mut r.resource_spans {
         let service = rs
@@ -39,7 +46,7 @@ pub fn group_by_trace(
             .and_then(|res| crate::attributes::service_name(&res.attributes))
             .unwrap_or("unknown_service");
         for s in rs.scope_spans.iter_mut().flat_map(|ss| &mut ss.spans) {
-            let i = *index.entry(s.trace_id.clone()).or_insert_with(|| {
+            let i = *index.entry_ref(s.trace_id.as_slice()).or_insert_with(|| {
                 out.push(TraceSpans {
                     service,
                     spans: Vec::new(),
@@ -88,7 +95,7 @@ pub use crate::names::values::APP_STAGE as APP;
 /// Each span's parent, by index (None for a root, a span whose parent is absent, or one that
 /// names itself).
 pub fn parents(spans: &[Span]) -> Vec<Option<usize>> {
-    let index: std::collections::HashMap<&[u8], usize> = spans
+    let index: hashbrown::HashMap<&[u8], usize> = spans
         .iter()
         .enumerate()
         .map(|(i, s)| (s.span_id.as_slice(), i))

@@ -4,7 +4,7 @@
 //! to their parent's interval (clock skew); a CONSUMER child of a PRODUCER does not block it.
 //! Iterative, O(n log n), no panics on any input (cycles and missing parents included).
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 /// A span's kind, as far as the analysis cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

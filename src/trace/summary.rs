@@ -22,7 +22,7 @@ pub struct TraceGroup<'a> {
 
 /// Group a batch's spans by trace id, in order of first appearance.
 pub fn group(r: &ExportTraceServiceRequest) -> Vec<TraceGroup<'_>> {
-    let mut index: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+    let mut index: hashbrown::HashMap<&[u8], usize> = hashbrown::HashMap::new();
     let mut out: Vec<TraceGroup<'_>> = Vec::new();
     for rs in &r.resource_spans {
         let service = rs

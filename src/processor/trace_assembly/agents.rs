@@ -15,7 +15,7 @@
 //!   (the Agents SDK's `Agent workflow` wrapper, LangGraph's `invoke_agent` around its
 //!   workflow) is not a run of its own in the metrics.
 
-use std::collections::HashMap;
+use crate::trace::FastMap as HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -242,7 +242,7 @@ impl TraceAnalyzer for AgentAnalyzer {
             let mut own_llm = 0u64;
             let mut owns = false;
             // (tool, arguments) → calls this run made itself.
-            let mut repeats: HashMap<(&str, &str), usize> = HashMap::new();
+            let mut repeats: HashMap<(&str, &str), usize> = HashMap::default();
             for j in 0..t.spans.len() {
                 if !(calls.model_call[j] || calls.tool_call[j]) || !calls.beneath(j, ag) {
                     continue;

@@ -32,7 +32,7 @@ impl TraceAnalyzer for CriticalPathAnalyzer {
         let kept: Vec<usize> = (0..t.spans.len())
             .filter(|i| !owners.absorbed(*i))
             .collect();
-        let index: std::collections::HashMap<&[u8], usize> = t
+        let index: crate::trace::FastMap<&[u8], usize> = t
             .spans
             .iter()
             .enumerate()

@@ -1,7 +1,7 @@
 //! Patterns in whole traces, each reported as a `rag.finding` span event on the span concerned
 //! and counted in rag_trace_findings_total{finding,service}.
 
-use std::collections::HashMap;
+use crate::trace::FastMap as HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -147,7 +147,7 @@ impl TraceAnalyzer for PatternAnalyzer {
         }
         let c = &self.config;
         let mut found: Vec<(usize, Event)> = Vec::new();
-        let mut children: HashMap<&[u8], Vec<usize>> = HashMap::new();
+        let mut children: HashMap<&[u8], Vec<usize>> = HashMap::default();
         for (i, s) in t.spans.iter().enumerate() {
             if !s.parent_span_id.is_empty() {
                 children
@@ -232,7 +232,7 @@ impl TraceAnalyzer for PatternAnalyzer {
             }
 
             // repeated_retrieval: the same retrieval operation again and again under one parent.
-            let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
+            let mut by_name: HashMap<&str, Vec<usize>> = HashMap::default();
             for &i in kids {
                 if stage_of(&t.spans[i]) == Some("retrieval") {
                     by_name.entry(t.spans[i].name.as_str()).or_default().push(i);

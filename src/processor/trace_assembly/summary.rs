@@ -25,16 +25,17 @@ fn is_model_call(s: &Span) -> bool {
 
 impl TraceAnalyzer for TraceSummary {
     fn analyze(&mut self, t: &mut AssembledTrace, _now: Instant) {
-        let ids: std::collections::HashSet<Vec<u8>> =
-            t.spans.iter().map(|s| s.span_id.clone()).collect();
         if !t.has_root {
             // Mark the topmost spans we have: those whose parent never came.
-            for s in t
-                .spans
-                .iter_mut()
-                .filter(|s| !ids.contains(&s.parent_span_id))
-            {
-                put(s, a::TRACE_COMPLETE, Value::BoolValue(false));
+            let topmost: Vec<usize> = {
+                let ids: std::collections::HashSet<&[u8]> =
+                    t.spans.iter().map(|s| s.span_id.as_slice()).collect();
+                (0..t.spans.len())
+                    .filter(|i| !ids.contains(t.spans[*i].parent_span_id.as_slice()))
+                    .collect()
+            };
+            for i in topmost {
+                put(&mut t.spans[i], a::TRACE_COMPLETE, Value::BoolValue(false));
             }
             return;
         }

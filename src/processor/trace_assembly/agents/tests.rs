@@ -292,7 +292,7 @@ fn every_tool_span_is_named_and_no_normal_run_gets_an_agent_finding() {
         }
         // Every trace's cost is the sum of its model calls', each counted once.
         let calls = Calls::of(&spans.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>());
-        let mut by_trace: HashMap<Vec<u8>, (f64, Option<f64>)> = HashMap::new();
+        let mut by_trace: HashMap<Vec<u8>, (f64, Option<f64>)> = HashMap::default();
         for (i, (_, s)) in spans.iter().enumerate() {
             let e = by_trace.entry(s.trace_id.clone()).or_default();
             if calls.model_call[i] {
