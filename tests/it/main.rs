@@ -18,6 +18,7 @@ mod genai;
 mod interop_alertmanager;
 mod interop_prometheus;
 mod interop_python;
+mod interop_scale_out;
 mod loadgen;
 mod loose_ends;
 mod memory_limiter;

@@ -97,7 +97,7 @@ pub fn start(
     metrics: &SelfMetrics,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
-    let counters = crate::receiver::events::ReceiverCounters::of(&metrics, id, "internal");
+    let counters = crate::receiver::events::ReceiverCounters::of(metrics, id, "internal");
     let every = config.interval;
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);

@@ -135,7 +135,7 @@ fn map_decode_errors(
         Some(Code::Internal) => (Code::InvalidArgument, "invalid"),
         _ => return resp,
     };
-    RequestAnswered { outcome: outcome }.emit(&counters);
+    RequestAnswered { outcome }.emit(counters);
     let reason = resp
         .headers()
         .get("grpc-message")
