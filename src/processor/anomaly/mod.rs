@@ -612,6 +612,34 @@ fn mark(spans: &mut [(&str, &mut Span)], marks: Vec<Mark>) {
     }
 }
 
+/// Which spans run inside an agent run (beneath a span of stage `agent`).
+fn in_agent_run(spans: &[(&str, &mut Span)]) -> Vec<bool> {
+    let index: crate::trace::FastMap<&[u8], usize> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, (_, s))| (s.span_id.as_slice(), i))
+        .collect();
+    let is_agent = |i: usize| get_str(&spans[i].1.attributes, a::RAG_STAGE) == Some("agent");
+    (0..spans.len())
+        .map(|i| {
+            let mut at = i;
+            // Bounded by the trace's size, so a parent cycle cannot loop.
+            for _ in 0..spans.len() {
+                match index.get(spans[at].1.parent_span_id.as_slice()) {
+                    Some(&p) if p != at => {
+                        if is_agent(p) {
+                            return true;
+                        }
+                        at = p;
+                    }
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .collect()
+}
+
 /// What one trace gives the detectors, in the order they are fed: read from the spans alone
 /// (no detector state), so a shard computes it without holding the shared detectors.
 fn measure(spans: &[(&str, &mut Span)], service: &str) -> Measures {
@@ -669,6 +697,7 @@ fn measure(spans: &[(&str, &mut Span)], service: &str) -> Measures {
             obs.add(r, &service_key, Signal::Quality, q);
         }
     }
+    let in_agent = in_agent_run(spans);
     for (i, (svc, s)) in spans.iter().enumerate() {
         let Some(stage) = get_str(&s.attributes, a::RAG_STAGE) else {
             continue;
@@ -689,8 +718,13 @@ fn measure(spans: &[(&str, &mut Span)], service: &str) -> Measures {
         let error = is_error(s);
         obs.add(i, &key, Signal::ErrorRate, f64::from(u8::from(error)));
         // Glue (a chain's or an unknown GenAI span's duration is its children's) says
-        // nothing of its own: the stages inside it are judged.
-        if error || matches!(stage, "chain" | "other") {
+        // nothing of its own: the stages inside it are judged. An agent's model calls are
+        // judged by their error rate alone: their latency and tokens depend on the turn (a
+        // short tool request or an answer; the context grows turn by turn), so one agent's
+        // calls are no single population (judged as one, clean runs were marked); its tool
+        // calls, the run itself (the agent span) and the request are judged in full.
+        let agent_turn = stage == "llm" && in_agent.get(i) == Some(&true);
+        if error || matches!(stage, "chain" | "other") || agent_turn {
             continue;
         }
         let dur = secs(s);
