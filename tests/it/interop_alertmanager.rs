@@ -6,8 +6,9 @@
 //! .ci/run, which installs it), where a missing tool fails the test.
 
 use crate::harness;
+use crate::harness::tools::Killed;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use harness::backend::Backend;
@@ -30,15 +31,6 @@ fn find_alertmanager() -> Option<String> {
                 .map(|p| p.display().to_string())
         })
     })
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 async fn get_json(url: &str) -> Option<serde_json::Value> {

@@ -6,41 +6,17 @@
 //! Skipped with a message when the tools are missing, unless RAGWATCH_INTEROP=1 (.ci/run).
 
 use crate::harness;
+use crate::harness::tools::Killed;
+use crate::harness::tools::tool;
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use ragwatch::attributes::{kv_i64, kv_str};
-
-fn tool(name: &str) -> Option<String> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.exists())
-            .map(|p| p.display().to_string())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("RAGWATCH_INTEROP").is_err(),
-            "RAGWATCH_INTEROP is set but `{name}` was not found"
-        );
-        eprintln!("SKIPPED: `{name}` not found (apt-get install prometheus)");
-    }
-    found
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn promtool_check_metrics(promtool: &str, text: &str) -> (bool, String) {
     let mut c = Command::new(promtool)
@@ -98,7 +74,10 @@ async fn get(url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_ragwatch_and_the_dashboard_queries_hold() {
-    let (Some(promtool), Some(prometheus)) = (tool("promtool"), tool("prometheus")) else {
+    let (Some(promtool), Some(prometheus)) = (
+        tool("promtool", "apt-get install prometheus"),
+        tool("prometheus", "apt-get install prometheus"),
+    ) else {
         return;
     };
     ragwatch::service::install_crypto_provider();

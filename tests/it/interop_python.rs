@@ -7,19 +7,11 @@
 //! (.ci/run installs them with pip).
 
 use crate::harness;
+use crate::harness::tools::Killed;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn python_ready() -> bool {
     let ok = Command::new("python3")

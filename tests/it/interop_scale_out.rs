@@ -15,10 +15,12 @@
 //! Skipped with a message when Prometheus is missing, unless RAGWATCH_INTEROP=1 (.ci/run).
 
 use crate::harness;
+use crate::harness::tools::Killed;
+use crate::harness::tools::tool;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use harness::backend::Backend;
@@ -191,32 +193,6 @@ const REPLICA_NAMES: [&str; 3] = ["10.0.0.1:4317", "10.0.0.2:4317", "10.0.0.3:43
 const TRACES: usize = 800;
 /// Traces per export request (the single instance gets each whole; the replicas their parts).
 const BATCH: usize = 20;
-
-fn tool(name: &str) -> Option<String> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.exists())
-            .map(|p| p.display().to_string())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("RAGWATCH_INTEROP").is_err(),
-            "RAGWATCH_INTEROP is set but `{name}` was not found"
-        );
-        eprintln!("SKIPPED: `{name}` not found (apt-get install prometheus)");
-    }
-    found
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The full analysis, SLOs with a budget, the derived metrics served to Prometheus, and an OTLP
 /// backend that counts what arrives.
@@ -592,7 +568,7 @@ fn by_labels(v: Vec<(Series, f64)>) -> BTreeMap<Series, f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_behind_a_trace_id_partitioner_add_up_to_one_instance() {
-    let Some(prometheus) = tool("prometheus") else {
+    let Some(prometheus) = tool("prometheus", "apt-get install prometheus") else {
         return;
     };
     ragwatch::service::install_crypto_provider();

@@ -1,6 +1,8 @@
 //! Starting ragwatch in-process on 127.0.0.1:0 and reading its own metrics.
 #![allow(dead_code)]
 
+pub mod tools;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -1,0 +1,32 @@
+//! Software nobody here wrote, for the interop tests: finding it on PATH, and stopping it.
+
+use std::process::Child;
+
+/// `name` on PATH. When missing, the test says SKIPPED and why — unless RAGWATCH_INTEROP is set
+/// (.ci/run installs every tool), when a missing tool fails the test.
+pub fn tool(name: &str, install: &str) -> Option<String> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.exists())
+            .map(|p| p.display().to_string())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("RAGWATCH_INTEROP").is_err(),
+            "RAGWATCH_INTEROP is set but `{name}` was not found"
+        );
+        eprintln!("SKIPPED: `{name}` not found ({install})");
+    }
+    found
+}
+
+/// A child process killed (and reaped) when the test ends, however it ends.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
