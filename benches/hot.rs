@@ -1,18 +1,26 @@
 //! The hot functions, one criterion group each: OTLP decode, the GenAI view, cost lookup, trace
-//! assembly, the critical path and tail sampling. `cargo bench --bench hot`; the numbers are in the README.
+//! assembly, the critical path, tail sampling and the derived metrics. `cargo bench --bench hot`;
+//! the numbers are in the README.
 
 use std::hint::black_box;
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
+use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind};
 use prost::Message;
+use ragwatch::derived::defs as m;
+use ragwatch::derived::{DerivedMetrics, Limits};
+use ragwatch::genai::aliases::canonical_provider;
 use ragwatch::genai::prices::{PriceTable, SuppliedCost};
 use ragwatch::genai::view;
 use ragwatch::processor::Processor;
+use ragwatch::processor::genai::{GenAiConfig, GenAiProcessor};
 use ragwatch::processor::trace_assembly::{TraceAssembly, TraceAssemblyConfig};
 use ragwatch::signal::Batch;
+use ragwatch::stage::Stage;
 use ragwatch::trace::path::{Kind, SpanNode, analyze};
 use ragwatch_loadgen::synth::{Profile, rag_trace};
 use rand::SeedableRng;
@@ -70,7 +78,163 @@ fn genai_view(c: &mut Criterion) {
                     .is_some()
             })
         });
+        // A model no entry prices: every entry is tried, then every vendor's (the worst case).
+        let mut unknown = chat.clone();
+        for kv in &mut unknown.attributes {
+            if kv.key.ends_with(".model") {
+                kv.value = Some(AnyValue {
+                    value: Some(Value::StringValue("acme-llm-7b-2024-01-01".into())),
+                });
+            }
+        }
+        let v = view(&unknown);
+        g.bench_function("cost_lookup_unknown_model", |b| {
+            b.iter(|| {
+                table
+                    .cost(black_box(&v), SuppliedCost::Prefer)
+                    .priced()
+                    .is_none()
+            })
+        });
     }
+    // The whole genai processor (view, cost, attributes, derived metrics) over 400 spans.
+    let req = request(5);
+    let derived = std::sync::Arc::new(DerivedMetrics::new(m::DEFS, Limits::default()));
+    if let Ok(mut p) = GenAiProcessor::new(GenAiConfig::default(), derived) {
+        g.throughput(Throughput::Elements(400));
+        g.bench_function("process_400_spans", |b| {
+            b.iter_batched(
+                || Batch::Traces(req.clone()),
+                |batch| {
+                    let mut out = Vec::new();
+                    p.on_input(batch, Instant::now(), &mut out);
+                    out
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+/// One derived-metrics update: metric, label values, value, histogram or counter.
+struct Update {
+    metric: usize,
+    labels: Vec<String>,
+    value: f64,
+    histogram: bool,
+}
+
+/// The updates the genai processor makes for the spans of `r` (as its `record_span_metrics` and
+/// cost do): span calls and durations for every span, request metrics for roots, stage durations,
+/// and the GenAI histograms and counters of model calls.
+fn updates(r: &ExportTraceServiceRequest) -> Vec<Update> {
+    let mut out = Vec::new();
+    let mut push = |metric: usize, labels: &[&str], value: f64, histogram: bool| {
+        out.push(Update {
+            metric,
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            value,
+            histogram,
+        })
+    };
+    let service = "rag-api";
+    for s in spans(r) {
+        let secs = s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e9;
+        let kind = SpanKind::try_from(s.kind)
+            .unwrap_or(SpanKind::Unspecified)
+            .as_str_name();
+        let span_labels = [service, s.name.as_str(), kind, "STATUS_CODE_UNSET"];
+        push(m::SPAN_CALLS, &span_labels, 1.0, false);
+        push(m::SPAN_DURATION, &span_labels, secs * 1000.0, true);
+        if s.parent_span_id.is_empty() {
+            push(m::REQUESTS, &[service, "ok"], 1.0, false);
+            push(m::REQUEST_DURATION, &[service], secs, true);
+        }
+        let v = view(&s);
+        let Some(stage) = v.stage else { continue };
+        push(m::STAGE_DURATION, &[service, stage.as_str()], secs, true);
+        if !matches!(stage, Stage::Llm | Stage::Embedding | Stage::Rerank) {
+            continue;
+        }
+        let provider = v.provider.map(canonical_provider).unwrap_or("unknown");
+        let model = v.model().unwrap_or("unknown");
+        let op = v.operation.unwrap_or("chat");
+        let g = [op, provider, model, service];
+        push(m::OP_DURATION, &g, secs, true);
+        for (ty, n) in [("input", v.tokens.input), ("output", v.tokens.output)] {
+            if let Some(n) = n {
+                push(
+                    m::TOKEN_USAGE,
+                    &[op, provider, model, service, ty],
+                    n as f64,
+                    true,
+                );
+                push(m::TOKENS, &[service, provider, model, ty], n as f64, false);
+            }
+        }
+        let call = [service, provider, model, stage.as_str(), "ok"];
+        push(m::CALLS, &call, 1.0, false);
+        push(
+            m::COST,
+            &[service, provider, model, stage.as_str()],
+            0.0042,
+            false,
+        );
+    }
+    out
+}
+
+fn apply(d: &DerivedMetrics, updates: &[(usize, Vec<&str>, f64, bool)], now: Instant) {
+    for (metric, labels, value, histogram) in updates {
+        if *histogram {
+            d.observe(*metric, labels, *value, now);
+        } else {
+            d.add(*metric, labels, *value, now);
+        }
+    }
+}
+
+/// The derived-metrics updates of 400 spans into a store whose series exist (the steady state),
+/// from one thread and from two at once (two pipeline shards).
+fn derived_metrics(c: &mut Criterion) {
+    let owned = updates(&request(6));
+    let list: Vec<(usize, Vec<&str>, f64, bool)> = owned
+        .iter()
+        .map(|u| {
+            let labels = u.labels.iter().map(String::as_str).collect();
+            (u.metric, labels, u.value, u.histogram)
+        })
+        .collect();
+    let d = DerivedMetrics::new(m::DEFS, Limits::default());
+    let now = Instant::now();
+    apply(&d, &list, now);
+    let mut g = c.benchmark_group("derived");
+    g.throughput(Throughput::Elements(400));
+    g.bench_function("record_400_spans", |b| {
+        b.iter(|| apply(&d, black_box(&list), now))
+    });
+    // Each iteration: both threads record 400 spans each, at the same time.
+    g.throughput(Throughput::Elements(800));
+    g.bench_function("record_400_spans_x2_threads", |b| {
+        b.iter_custom(|iters| {
+            let start = Barrier::new(2);
+            std::thread::scope(|s| {
+                let worker = || {
+                    start.wait();
+                    let t = Instant::now();
+                    for _ in 0..iters {
+                        apply(&d, black_box(&list), now);
+                    }
+                    t.elapsed()
+                };
+                let other = s.spawn(worker);
+                let mine = worker();
+                let theirs = other.join().unwrap_or(mine);
+                mine.max(theirs)
+            })
+        })
+    });
     g.finish();
 }
 
@@ -184,6 +348,7 @@ criterion_group!(
     genai_view,
     assembly,
     critical_path,
-    tail_sampling
+    tail_sampling,
+    derived_metrics
 );
 criterion_main!(benches);

@@ -2,16 +2,23 @@
 //! with a series limit per metric (an overflow series beyond it) and expiry of idle series.
 //! Served as Prometheus text and converted to OTLP (cumulative temporality).
 //!
-//! One mutex per metric, never a global lock; a lookup of an existing series does not allocate.
+//! Writers do not wait for one another. Each metric keeps its series in stripes, a mutex each,
+//! and a thread writes to one stripe: the first time it finds that stripe locked it moves to the
+//! next one, for good, so threads that write at the same time (the pipeline shards) settle on
+//! stripes of their own, while a single writer keeps to one. A scrape merges the stripes. Which
+//! series exist, and so the series limit, is decided per metric in a registry that a writer
+//! consults only for a series its stripe does not have yet. An update of an existing series
+//! takes one uncontended lock and does not allocate.
 
 pub mod defs;
 
+use std::cell::Cell;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, TryLockError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hashbrown::{Equivalent, HashMap};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -59,6 +66,7 @@ impl Default for Limits {
     }
 }
 
+/// One series, or one stripe's part of it.
 #[derive(Debug, Clone)]
 struct Series {
     created: Instant,
@@ -67,16 +75,39 @@ struct Series {
     value: f64,
     count: u64,
     buckets: Vec<u64>,
+    /// When a gauge was last set, in the store's order of `set` calls (0: never): of the
+    /// stripes' values of a gauge, the latest set one is the gauge's.
+    set_order: u64,
 }
 
 impl Series {
-    fn new(now: Instant, buckets: usize) -> Series {
+    fn new(created: Instant, now: Instant, buckets: usize) -> Series {
         Series {
-            created: now,
+            created,
             updated: now,
             value: 0.0,
             count: 0,
             buckets: vec![0; buckets],
+            set_order: 0,
+        }
+    }
+
+    /// Adds another stripe's part of the same series.
+    fn merge(&mut self, other: &Series, kind: Kind) {
+        self.created = self.created.min(other.created);
+        self.updated = self.updated.max(other.updated);
+        self.count += other.count;
+        for (b, o) in self.buckets.iter_mut().zip(&other.buckets) {
+            *b += o;
+        }
+        match kind {
+            Kind::Gauge => {
+                if other.set_order > self.set_order {
+                    self.value = other.value;
+                    self.set_order = other.set_order;
+                }
+            }
+            Kind::Counter | Kind::Histogram { .. } => self.value += other.value,
         }
     }
 }
@@ -114,16 +145,107 @@ impl Equivalent<Key> for Values<'_> {
     }
 }
 
+impl Equivalent<Arc<Key>> for Values<'_> {
+    fn equivalent(&self, key: &Arc<Key>) -> bool {
+        self.equivalent(&**key)
+    }
+}
+
+/// One stripe's series of a metric (each key shared with the registry).
 #[derive(Default)]
 struct Table {
-    by_labels: HashMap<Key, Series>,
+    by_labels: HashMap<Arc<Key>, Series>,
     overflow: Option<Series>,
+}
+
+/// A stripe, alone on its cache lines: the lock word of one writer's stripe is never on a line
+/// another writer's stripe writes.
+#[repr(align(128))]
+#[derive(Default)]
+struct Stripe(Mutex<Table>);
+
+/// The series of a metric, whichever stripes hold them.
+#[derive(Default)]
+struct Registry {
+    /// Every series, with its start time.
+    series: HashMap<Arc<Key>, Instant>,
+    /// The start of the overflow series, once an update went to it.
+    overflow: Option<Instant>,
+}
+
+/// Where an update goes.
+enum Place {
+    /// A series (its key and start).
+    Series(Arc<Key>, Instant),
+    /// The overflow series (its start).
+    Overflow(Instant),
+}
+
+impl Registry {
+    /// Where an update of `values` goes, if that is decided without adding to the registry:
+    /// the series, when it exists; the overflow series, when the metric is full and has it.
+    fn place(&self, values: &[&str], max_series: usize) -> Option<Place> {
+        if let Some((key, created)) = self.series.get_key_value(&Values(values)) {
+            return Some(Place::Series(key.clone(), *created));
+        }
+        if self.series.len() >= max_series {
+            return self.overflow.map(Place::Overflow);
+        }
+        None
+    }
 }
 
 struct MetricState {
     def: &'static MetricDef,
-    table: Mutex<Table>,
+    /// At least one.
+    stripes: Box<[Stripe]>,
+    registry: RwLock<Registry>,
     overflowed: AtomicU64,
+}
+
+thread_local! {
+    /// The stripe this thread writes to (modulo the number of stripes).
+    static STRIPE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The most stripes per metric; more than the threads that run at once would not help.
+const MAX_STRIPES: usize = 32;
+
+/// A lock, also after a panic in another holder (no update leaves a series half-written).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl MetricState {
+    /// Slots in a histogram series' bucket counts (the +Inf bucket included); 0 otherwise.
+    fn bucket_slots(&self) -> usize {
+        match self.def.kind {
+            Kind::Histogram { buckets } => buckets.len() + 1,
+            _ => 0,
+        }
+    }
+
+    /// This thread's stripe, locked. A thread that finds it locked moves to the next stripe,
+    /// from then on and for every metric.
+    fn own_stripe(&self) -> MutexGuard<'_, Table> {
+        let n = self.stripes.len();
+        let slot = STRIPE.try_with(Cell::get).unwrap_or(0);
+        match self.stripes[slot % n].0.try_lock() {
+            Ok(t) => t,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                let next = slot.wrapping_add(1);
+                let _ = STRIPE.try_with(|s| s.set(next));
+                lock(&self.stripes[next % n].0)
+            }
+        }
+    }
+
+    /// Every stripe, locked in order (as every holder of more than one stripe locks them; a
+    /// writer holds one stripe, then maybe the registry).
+    fn all_stripes(&self) -> Vec<MutexGuard<'_, Table>> {
+        self.stripes.iter().map(|s| lock(&s.0)).collect()
+    }
 }
 
 /// The store. Share it with `Arc`.
@@ -132,22 +254,32 @@ pub struct DerivedMetrics {
     limits: Limits,
     anchor: (Instant, SystemTime),
     misuse: AtomicU64,
+    /// Orders the `set` calls of gauges.
+    sets: AtomicU64,
 }
 
 impl DerivedMetrics {
     pub fn new(defs: &'static [MetricDef], limits: Limits) -> DerivedMetrics {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::with_stripes(defs, limits, cores)
+    }
+
+    fn with_stripes(defs: &'static [MetricDef], limits: Limits, stripes: usize) -> DerivedMetrics {
+        let stripes = stripes.clamp(1, MAX_STRIPES);
         DerivedMetrics {
             metrics: defs
                 .iter()
                 .map(|def| MetricState {
                     def,
-                    table: Mutex::new(Table::default()),
+                    stripes: (0..stripes).map(|_| Stripe::default()).collect(),
+                    registry: RwLock::default(),
                     overflowed: AtomicU64::new(0),
                 })
                 .collect(),
             limits,
             anchor: (Instant::now(), SystemTime::now()),
             misuse: AtomicU64::new(0),
+            sets: AtomicU64::new(0),
         }
     }
 
@@ -160,28 +292,62 @@ impl DerivedMetrics {
             self.misuse.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let nb = match m.def.kind {
-            Kind::Histogram { buckets } => buckets.len() + 1,
-            _ => 0,
-        };
-        let Ok(mut t) = m.table.lock() else { return };
-        let t = &mut *t;
+        let mut t = m.own_stripe();
         if let Some(s) = t.by_labels.get_mut(&Values(values)) {
             s.updated = now;
             f(s);
             return;
         }
-        if t.by_labels.len() < self.limits.max_series_per_metric {
-            let key = Key(values.iter().map(|v| Box::<str>::from(*v)).collect());
-            let s = t
+        self.update_elsewhere(m, &mut t, values, now, f);
+    }
+
+    /// An update of a series this thread's stripe does not have: one another stripe has, a new
+    /// one, or (the metric at its limit) the overflow series. `t` is this thread's stripe.
+    #[inline(never)]
+    fn update_elsewhere(
+        &self,
+        m: &MetricState,
+        t: &mut Table,
+        values: &[&str],
+        now: Instant,
+        f: impl FnOnce(&mut Series),
+    ) {
+        let max = self.limits.max_series_per_metric;
+        // The registry is shared for a look; exclusive only to add.
+        let known = m
+            .registry
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .place(values, max);
+        let place = match known {
+            Some(place) => place,
+            None => {
+                let mut r = m.registry.write().unwrap_or_else(PoisonError::into_inner);
+                // Again: another stripe may have added the series, or the last one, meanwhile.
+                match r.place(values, max) {
+                    Some(place) => place,
+                    None if r.series.len() < max => {
+                        let key =
+                            Arc::new(Key(values.iter().map(|v| Box::<str>::from(*v)).collect()));
+                        r.series.insert(key.clone(), now);
+                        Place::Series(key, now)
+                    }
+                    None => Place::Overflow(*r.overflow.get_or_insert(now)),
+                }
+            }
+        };
+        let nb = m.bucket_slots();
+        let s = match place {
+            Place::Series(key, created) => t
                 .by_labels
                 .entry(key)
-                .or_insert_with(|| Series::new(now, nb));
-            f(s);
-            return;
-        }
-        m.overflowed.fetch_add(1, Ordering::Relaxed);
-        let s = t.overflow.get_or_insert_with(|| Series::new(now, nb));
+                .or_insert_with(|| Series::new(created, now, nb)),
+            Place::Overflow(created) => {
+                m.overflowed.fetch_add(1, Ordering::Relaxed);
+                t.overflow
+                    .get_or_insert_with(|| Series::new(created, now, nb))
+            }
+        };
         s.updated = now;
         f(s);
     }
@@ -203,9 +369,11 @@ impl DerivedMetrics {
         if value.is_nan() {
             return;
         }
+        let order = self.sets.fetch_add(1, Ordering::Relaxed) + 1;
         self.update(metric, values, now, |s| {
             s.value = value;
             s.count += 1;
+            s.set_order = order;
         });
     }
 
@@ -232,34 +400,47 @@ impl DerivedMetrics {
         });
     }
 
-    /// Drop series not updated for `series_ttl`.
+    /// Drop series not updated for `series_ttl` (in any stripe).
     pub fn expire(&self, now: Instant) {
-        let ttl = self.limits.series_ttl;
+        let idle =
+            |updated: Instant| now.saturating_duration_since(updated) >= self.limits.series_ttl;
         for m in &self.metrics {
-            if let Ok(mut t) = m.table.lock() {
-                t.by_labels
-                    .retain(|_, s| now.saturating_duration_since(s.updated) < ttl);
-                if t.overflow
-                    .as_ref()
-                    .is_some_and(|s| now.saturating_duration_since(s.updated) >= ttl)
-                {
+            let mut stripes = m.all_stripes();
+            let mut r = m.registry.write().unwrap_or_else(PoisonError::into_inner);
+            r.series.retain(|key, _| {
+                let latest = stripes
+                    .iter()
+                    .filter_map(|t| t.by_labels.get(key))
+                    .map(|s| s.updated)
+                    .max();
+                let keep = latest.is_some_and(|u| !idle(u));
+                if !keep {
+                    for t in &mut stripes {
+                        t.by_labels.remove(key);
+                    }
+                }
+                keep
+            });
+            let latest = stripes
+                .iter()
+                .filter_map(|t| t.overflow.as_ref())
+                .map(|s| s.updated)
+                .max();
+            if latest.is_none_or(idle) {
+                for t in &mut stripes {
                     t.overflow = None;
                 }
+                r.overflow = None;
             }
         }
     }
 
     /// Series of one metric, the overflow series included.
     pub fn series(&self, metric: usize) -> usize {
-        self.metrics
-            .get(metric)
-            .and_then(|m| {
-                m.table
-                    .lock()
-                    .ok()
-                    .map(|t| t.by_labels.len() + usize::from(t.overflow.is_some()))
-            })
-            .unwrap_or(0)
+        self.metrics.get(metric).map_or(0, |m| {
+            let r = m.registry.read().unwrap_or_else(PoisonError::into_inner);
+            r.series.len() + usize::from(r.overflow.is_some())
+        })
     }
 
     /// Updates that went to the overflow series of one metric.
@@ -274,20 +455,35 @@ impl DerivedMetrics {
         self.misuse.load(Ordering::Relaxed)
     }
 
-    /// A sorted copy of one metric's series: (label values, series); the overflow series last
-    /// with no values.
+    /// A sorted copy of one metric's series, the stripes merged: (label values, series); the
+    /// overflow series last with no values.
     fn snapshot(&self, m: &MetricState) -> Vec<(Option<Vec<String>>, Series)> {
-        let Ok(t) = m.table.lock() else {
-            return Vec::new();
-        };
-        let mut v: Vec<(Option<Vec<String>>, Series)> = t
-            .by_labels
-            .iter()
-            .map(|(k, s)| (Some(k.0.iter().map(|x| x.to_string()).collect()), s.clone()))
+        let kind = m.def.kind;
+        let mut merged: HashMap<Arc<Key>, Series> = HashMap::new();
+        let mut overflow: Option<Series> = None;
+        // All stripes at once: a series `expire` drops goes from all of them together.
+        for t in &m.all_stripes() {
+            for (key, s) in &t.by_labels {
+                match merged.get_mut(key) {
+                    Some(sum) => sum.merge(s, kind),
+                    None => {
+                        merged.insert(key.clone(), s.clone());
+                    }
+                }
+            }
+            match (&mut overflow, &t.overflow) {
+                (Some(sum), Some(s)) => sum.merge(s, kind),
+                (None, Some(s)) => overflow = Some(s.clone()),
+                (_, None) => {}
+            }
+        }
+        let mut v: Vec<(Option<Vec<String>>, Series)> = merged
+            .into_iter()
+            .map(|(k, s)| (Some(k.0.iter().map(|x| x.to_string()).collect()), s))
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
-        if let Some(o) = &t.overflow {
-            v.push((None, o.clone()));
+        if let Some(o) = overflow {
+            v.push((None, o));
         }
         v
     }

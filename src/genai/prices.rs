@@ -17,8 +17,16 @@
 //! vendor's entry: every library labels a Claude model behind an OpenAI-compatible URL as provider
 //! `openai`, and Bedrock/Vertex serve Claude at Anthropic's list prices. A model that matches
 //! nothing, or several vendors, is never guessed: it is unpriced.
+//!
+//! The match for a (provider, model) pair is remembered per thread (see [`LookupCache`]): a model
+//! seen before costs one hash lookup, not a scan of every pattern.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hashbrown::{Equivalent, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -296,6 +304,15 @@ impl<'t> CostOutcome<'t> {
 #[derive(Clone, Debug)]
 pub struct PriceTable {
     entries: Vec<Compiled>,
+    /// Names these entries in the lookup caches: a table built (or changed) gets a new id; a
+    /// clone, which has the same entries, keeps it.
+    id: u64,
+}
+
+/// A fresh [`PriceTable::id`].
+fn next_table_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 #[derive(Clone, Debug)]
@@ -348,6 +365,8 @@ impl PriceTable {
             .entries
             .retain(|b| !overrides.iter().any(|o| o.entry.id == b.entry.id));
         table.entries.extend(overrides);
+        // Other entries than the built-in table's: lookups cached for it do not apply.
+        table.id = next_table_id();
         Ok(table)
     }
 
@@ -355,6 +374,7 @@ impl PriceTable {
     pub fn new(entries: Vec<PriceEntry>) -> Result<Self, PriceError> {
         Ok(PriceTable {
             entries: Self::compile(entries, false)?,
+            id: next_table_id(),
         })
     }
 
@@ -442,18 +462,46 @@ impl PriceTable {
         }
     }
 
+    /// The entry that prices `model` from `provider`: from this thread's cache, else found by
+    /// [`Self::best_index`] and remembered (a model that matches nothing included).
     fn best_match(&self, provider: Option<&str>, model: &str) -> Option<&Compiled> {
+        let key = LookupRef {
+            table: self.id,
+            provider,
+            model,
+        };
+        let cached = LOOKUPS.try_with(|cache| {
+            let mut cache = cache.try_borrow_mut().ok()?;
+            if let Some(&found) = cache.get(&key) {
+                return Some(found);
+            }
+            let found = self.best_index(provider, model);
+            cache.insert(&key, found);
+            Some(found)
+        });
+        // Only while the thread ends (its cache is gone): look it up uncached.
+        let index = match cached {
+            Ok(Some(found)) => found,
+            _ => self.best_index(provider, model),
+        };
+        self.entries.get(index?)
+    }
+
+    /// The index of the entry that prices `model` from `provider` (see the module docs): every
+    /// entry's patterns are tried, and again among one vendor's when none agrees.
+    fn best_index(&self, provider: Option<&str>, model: &str) -> Option<usize> {
         let names = ModelNames::new(model)?;
         let provider = provider.map(|p| aliases::canonical_provider(p.trim()));
         // Entries whose provider agrees with the span's, or that name none.
-        let agreeing = self
-            .entries
-            .iter()
-            .filter(|c| match (&c.provider, provider) {
-                (None, _) => true,
-                (Some(p), Some(q)) => p.eq_ignore_ascii_case(q),
-                (Some(_), None) => false,
-            });
+        let agreeing =
+            self.entries
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| match (&c.provider, provider) {
+                    (None, _) => true,
+                    (Some(p), Some(q)) => p.eq_ignore_ascii_case(q),
+                    (Some(_), None) => false,
+                });
         if let Some(best) = most_specific(agreeing, &names) {
             return Some(best);
         }
@@ -473,19 +521,110 @@ impl PriceTable {
         let of_vendor = self
             .entries
             .iter()
-            .filter(|c| c.provider.as_deref() == Some(vendor));
+            .enumerate()
+            .filter(|(_, c)| c.provider.as_deref() == Some(vendor));
         most_specific(of_vendor, &names)
     }
 }
 
+/// The index of the most specific of `entries` (index, entry) that matches (the last of equals).
 fn most_specific<'t>(
-    entries: impl Iterator<Item = &'t Compiled>,
+    entries: impl Iterator<Item = (usize, &'t Compiled)>,
     names: &ModelNames<'_>,
-) -> Option<&'t Compiled> {
+) -> Option<usize> {
     entries
-        .filter_map(|c| c.specificity(names).map(|s| (s, c)))
+        .filter_map(|(i, c)| c.specificity(names).map(|s| (s, i)))
         .max_by_key(|&(s, _)| s)
-        .map(|(_, c)| c)
+        .map(|(_, i)| i)
+}
+
+/// Most (provider, model) pairs one thread's cache remembers; past it the cache starts again
+/// empty. Each pair costs about 100 bytes, and real traffic names a few dozen models.
+const LOOKUP_CACHE_PAIRS: usize = 1024;
+
+thread_local! {
+    /// Per thread, so that the pipeline shards (each on its own thread while they run) never
+    /// wait for one another or share a cache line: no lock, no atomic on the way to a price.
+    static LOOKUPS: RefCell<LookupCache> = RefCell::new(LookupCache::default());
+}
+
+/// The entry index found for a (table, provider, model), none for a model that no entry prices.
+#[derive(Default)]
+struct LookupCache {
+    found: HashMap<LookupKey, Option<usize>>,
+}
+
+impl LookupCache {
+    fn get(&self, key: &LookupRef<'_>) -> Option<&Option<usize>> {
+        self.found.get(key)
+    }
+
+    fn insert(&mut self, key: &LookupRef<'_>, found: Option<usize>) {
+        if self.found.len() >= LOOKUP_CACHE_PAIRS {
+            // A flood of distinct model names: start again rather than grow (the pairs in use
+            // come back at one scan each).
+            self.found.clear();
+        }
+        self.found.insert(
+            LookupKey {
+                table: key.table,
+                provider: key.provider.map(Box::from),
+                model: Box::from(key.model),
+            },
+            found,
+        );
+    }
+}
+
+/// A cached pair, as the span named it (before any trimming or canonicalisation: the lookup
+/// does that, and always the same way for the same strings).
+#[derive(PartialEq, Eq)]
+struct LookupKey {
+    table: u64,
+    provider: Option<Box<str>>,
+    model: Box<str>,
+}
+
+/// A pair to look up, borrowed from the span; hashes exactly as its [`LookupKey`], so that a hit
+/// allocates nothing.
+struct LookupRef<'a> {
+    table: u64,
+    provider: Option<&'a str>,
+    model: &'a str,
+}
+
+fn hash_pair<H: Hasher>(h: &mut H, table: u64, provider: Option<&str>, model: &str) {
+    h.write_u64(table);
+    match provider {
+        Some(p) => {
+            h.write_u8(1);
+            h.write(p.as_bytes());
+            h.write_u8(0xff);
+        }
+        None => h.write_u8(0),
+    }
+    h.write(model.as_bytes());
+    h.write_u8(0xff);
+}
+
+impl Hash for LookupKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        hash_pair(h, self.table, self.provider.as_deref(), &self.model);
+    }
+}
+
+impl Hash for LookupRef<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        hash_pair(h, self.table, self.provider, self.model);
+    }
+}
+
+impl Equivalent<LookupKey> for LookupRef<'_> {
+    fn equivalent(&self, key: &LookupKey) -> bool {
+        self.table == key.table
+            && self.provider == key.provider.as_deref()
+            && self.model == &*key.model
+    }
 }
 
 /// Tokens were used (so a supplied cost of exactly 0 is not believable).
@@ -802,6 +941,114 @@ mod tests {
         let problems = entry.validate().unwrap_err();
         assert_eq!(problems.len(), 9, "{problems:#?}");
         assert!(problems.iter().all(|p| p.starts_with("bad: ")));
+    }
+
+    fn entry(id: &str, model: &str, input: f64) -> PriceEntry {
+        PriceEntry {
+            id: id.into(),
+            provider: None,
+            model: model.into(),
+            aliases: Vec::new(),
+            input: Some(input),
+            output: None,
+            cache_read: None,
+            cache_write: None,
+            per_request: None,
+            tiers: Vec::new(),
+            context_window: None,
+            effective_date: None,
+            source: None,
+        }
+    }
+
+    fn cached_pairs() -> usize {
+        LOOKUPS.with(|c| c.borrow().found.len())
+    }
+
+    #[test]
+    fn repeated_lookups_come_from_the_cache_and_agree_with_a_scan() {
+        let t = PriceTable::builtin().unwrap();
+        let pairs = [
+            (Some("openai"), "gpt-4o-2024-08-06"),
+            (None, "gpt-4o-2024-08-06"),
+            (Some("openai"), "claude-3-5-sonnet-20241022"),
+            (Some("openai"), "acme-llm-7b"),
+            (None, "openai/"),
+        ];
+        let scanned: Vec<Option<usize>> = pairs.iter().map(|&(p, m)| t.best_index(p, m)).collect();
+        assert_eq!(scanned[0], scanned[1], "gpt-4o has a provider-less match");
+        assert!(scanned[2].is_some(), "one vendor's model behind openai");
+        assert_eq!(scanned[3], None, "unknown");
+        assert_eq!(scanned[4], None, "no model name");
+        for _ in 0..3 {
+            let looked_up: Vec<Option<usize>> = pairs
+                .iter()
+                .map(|&(p, m)| {
+                    t.best_match(p, m)
+                        .map(|c| t.entries.iter().position(|e| std::ptr::eq(e, c)).unwrap())
+                })
+                .collect();
+            assert_eq!(looked_up, scanned);
+        }
+        // The five pairs (the unknown ones too) are remembered for this table.
+        let remembered = LOOKUPS.with(|c| {
+            let c = c.borrow();
+            pairs
+                .iter()
+                .filter(|&&(provider, model)| {
+                    c.get(&LookupRef {
+                        table: t.id,
+                        provider,
+                        model,
+                    })
+                    .is_some()
+                })
+                .count()
+        });
+        assert_eq!(remembered, 5);
+    }
+
+    #[test]
+    fn tables_with_other_entries_never_share_a_cached_match() {
+        let a = PriceTable::new(vec![entry("a", "m*", 1.0)]).unwrap();
+        let b = PriceTable::new(vec![entry("b", "m*", 2.0)]).unwrap();
+        let id = |t: &PriceTable| t.lookup(None, "m-1").map(|e| e.id.clone());
+        for _ in 0..2 {
+            assert_eq!(id(&a).as_deref(), Some("a"));
+            assert_eq!(id(&b).as_deref(), Some("b"));
+            assert_eq!(id(&a.clone()).as_deref(), Some("a"));
+        }
+        // A user entry for gpt-4o replaces what the built-in table (looked up first) found.
+        let builtin = PriceTable::builtin().unwrap();
+        assert_eq!(
+            builtin
+                .lookup(Some("openai"), "gpt-4o")
+                .map(|e| e.id.as_str()),
+            Some("openai/gpt-4o")
+        );
+        let mine = PriceTable::with_overrides(vec![entry("mine", "gpt-4o", 9.0)]).unwrap();
+        assert_ne!(mine.id, builtin.id);
+        assert_eq!(
+            mine.lookup(Some("openai"), "gpt-4o").map(|e| e.id.as_str()),
+            Some("mine")
+        );
+        assert_eq!(
+            builtin
+                .lookup(Some("openai"), "gpt-4o")
+                .map(|e| e.id.as_str()),
+            Some("openai/gpt-4o")
+        );
+    }
+
+    #[test]
+    fn a_flood_of_model_names_keeps_the_cache_bounded() {
+        let t = PriceTable::new(vec![entry("a", "known", 1.0)]).unwrap();
+        for n in 0..3 * LOOKUP_CACHE_PAIRS {
+            assert!(t.lookup(None, &format!("unknown-{n}")).is_none());
+            assert!(cached_pairs() <= LOOKUP_CACHE_PAIRS);
+        }
+        assert_eq!(t.lookup(None, "known").map(|e| e.id.as_str()), Some("a"));
+        assert_eq!(t.lookup(None, "known").map(|e| e.id.as_str()), Some("a"));
     }
 
     #[test]
