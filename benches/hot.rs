@@ -269,6 +269,78 @@ fn assembly_origins(c: &mut Criterion) {
     g.finish();
 }
 
+/// One trace of 2000 spans from 200 pods of one service (their resources differ only in
+/// `k8s.pod.name`, the last attribute), every span in a request of its own.
+fn wide_trace_request(seed: u64) -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    use ragwatch::attributes::kv_str;
+    let all = spans(&request_of(seed, 500));
+    let trace_id = all[0].trace_id.clone();
+    let id = |k: usize| ((1u64 << 40) | k as u64).to_be_bytes().to_vec();
+    let resource_spans = all
+        .into_iter()
+        .enumerate()
+        .map(|(k, mut s)| {
+            s.trace_id = trace_id.clone();
+            s.span_id = id(k);
+            s.parent_span_id = if k == 0 { Vec::new() } else { id(0) };
+            ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        kv_str("telemetry.sdk.language", "python"),
+                        kv_str("telemetry.sdk.name", "opentelemetry"),
+                        kv_str("telemetry.sdk.version", "1.29.0"),
+                        kv_str("service.name", "rag-api"),
+                        kv_str("service.version", "2.14.1"),
+                        kv_str("k8s.namespace.name", "rag"),
+                        kv_str("k8s.pod.name", &format!("rag-api-7d9f8-{:05}", k % 200)),
+                    ],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![s],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest { resource_spans }
+}
+
+fn assembly_wide(c: &mut Criterion) {
+    let req = wide_trace_request(8);
+    let mut g = c.benchmark_group("trace_assembly");
+    g.throughput(Throughput::Elements(2000));
+    g.bench_function(
+        "hold_and_flush_one_trace_of_2000_spans_from_200_pods",
+        |b| {
+            b.iter_batched(
+                || {
+                    (
+                        TraceAssembly::new(
+                            TraceAssemblyConfig::default(),
+                            vec![Box::new(ragwatch::analysis::TraceSummary)],
+                            Default::default(),
+                        ),
+                        Batch::Traces(req.clone()),
+                    )
+                },
+                |(mut a, batch)| {
+                    let now = Instant::now();
+                    let mut out = Vec::new();
+                    a.on_input(batch, now, &mut out);
+                    a.on_tick(now + Duration::from_secs(60), &mut out);
+                    out
+                },
+                BatchSize::SmallInput,
+            )
+        },
+    );
+    g.finish();
+}
+
 /// What the exporters of a pipeline do with one batch: two take its size (their queues' byte
 /// budgets), one sends its encoding.
 fn payload(c: &mut Criterion) {
@@ -385,5 +457,5 @@ criterion_group!(
     critical_path,
     tail_sampling
 );
-criterion_group!(copies, assembly_origins, payload, fanout);
+criterion_group!(copies, assembly_origins, assembly_wide, payload, fanout);
 criterion_main!(benches, copies);
