@@ -13,7 +13,7 @@ mod tls;
 pub(crate) mod wal;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,7 +29,7 @@ pub use queue::ExporterHandle;
 pub use tls::TlsClientConfig;
 
 use crate::config::{Problems, Secret, Validate, deserialize_collecting, duration, unknown_type};
-use crate::signal::{Batch, Signal};
+use crate::signal::{Batch, Encodable, Signal};
 use crate::telemetry::SelfMetrics;
 
 /// The configuration of one exporter instance.
@@ -404,74 +404,66 @@ impl RetryConfig {
 /// the payload came from. Opaque here; dropped with the payload.
 pub type Release = Box<dyn Send + Sync>;
 
-/// One batch on its way out, shared by every exporter of a pipeline; encoded at most once.
+/// One batch on its way out, shared by every exporter of a pipeline; its size and encoding are
+/// computed at most once (see [`Encodable`]).
 pub struct Payload {
-    pub batch: Batch,
+    data: Arc<Encodable>,
     pub items: usize,
-    encoded: OnceLock<Bytes>,
     _release: Option<Release>,
 }
 
 impl Payload {
     pub fn new(batch: Batch, release: Option<Release>) -> Arc<Payload> {
-        let items = batch.item_count();
+        Payload::of(Arc::new(Encodable::new(batch)), release, false)
+    }
+
+    /// A payload of `data`, which may be shared with other pipelines (what they computed of its
+    /// encoding is not computed again). With `wire`, for pipelines whose exporters all send OTLP
+    /// over the network, the payload keeps the encoding alone and lets go of the decoded batch: a
+    /// queued request then takes its wire size (about a sixth of the decoded one), which keeps
+    /// memory down while a backend is slow.
+    pub fn of(data: Arc<Encodable>, release: Option<Release>, wire: bool) -> Arc<Payload> {
+        let items = data.batch().item_count();
+        let data = if wire {
+            Arc::new(Encodable::encoded(data.signal(), data.encoding().clone()))
+        } else {
+            data
+        };
         Arc::new(Payload {
-            batch,
+            data,
             items,
-            encoded: OnceLock::new(),
             _release: release,
         })
     }
 
-    /// The encoding alone, the decoded batch dropped: for pipelines whose exporters all send
-    /// OTLP over the network. A queued request then takes its wire size (about a sixth of the
-    /// decoded one), which keeps memory down while a backend is slow.
-    pub fn wire(batch: Batch, release: Option<Release>) -> Arc<Payload> {
-        let (signal, items) = (batch.signal(), batch.item_count());
-        let bytes = Bytes::from(encode(&batch));
-        drop(batch);
-        let mut p = Payload::encoded(signal, items, bytes);
-        p._release = release;
-        Arc::new(p)
-    }
-
-    /// A request known only by its encoding (read back from the on-disk queue, or made by
-    /// [`Payload::wire`]). Only the OTLP exporters get these, and they send only the encoding,
-    /// so the batch stays empty.
+    /// A request known only by its encoding (read back from the on-disk queue). Only the OTLP
+    /// exporters get these, and they send only the encoding, so the batch stays empty.
     fn encoded(signal: Signal, items: usize, bytes: Bytes) -> Payload {
-        let batch = match signal {
-            Signal::Traces => Batch::Traces(Default::default()),
-            Signal::Metrics => Batch::Metrics(Default::default()),
-            Signal::Logs => Batch::Logs(Default::default()),
-        };
         Payload {
-            batch,
+            data: Arc::new(Encodable::encoded(signal, bytes)),
             items,
-            encoded: OnceLock::from(bytes),
             _release: None,
         }
     }
 
+    /// The decoded batch (empty in a payload known only by its encoding).
+    pub fn batch(&self) -> &Batch {
+        self.data.batch()
+    }
+
     pub fn signal(&self) -> Signal {
-        self.batch.signal()
+        self.data.signal()
     }
 
     /// The request's OTLP encoded size (computed, not encoded, when not encoded yet).
     pub fn size(&self) -> usize {
-        self.encoded
-            .get()
-            .map_or_else(|| self.batch.encoded_len(), Bytes::len)
+        self.data.encoded_len()
     }
 
     /// The OTLP protobuf encoding of the request.
     pub fn protobuf(&self) -> &Bytes {
-        self.encoded
-            .get_or_init(|| Bytes::from(encode(&self.batch)))
+        self.data.encoding()
     }
-}
-
-fn encode(batch: &Batch) -> Vec<u8> {
-    batch.encode_to_vec()
 }
 
 /// What a backend said about a delivered request.
