@@ -9,6 +9,7 @@ mod agents;
 mod alerting;
 mod chain;
 mod cli;
+mod compression;
 mod delivery;
 mod disk_queue;
 mod example_service;
