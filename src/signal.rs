@@ -1,6 +1,9 @@
 //! The unit of data: one OTLP export request of one signal, kept as the owned prost types from
 //! receiver to exporter (no second internal copy of every span).
 
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -88,6 +91,21 @@ impl Batch {
         }
     }
 
+    /// [`Batch::encode_to_vec`] for a batch whose encoded size is known. prost's `encode_to_vec`
+    /// (and `encode`) walk the whole request once for its size before encoding; `encode_raw`
+    /// into a `Vec` (which grows, so it cannot run out of room) skips that walk.
+    fn encode_sized(&self, len: usize) -> Vec<u8> {
+        use prost::Message;
+        let mut buf = Vec::with_capacity(len);
+        match self {
+            Batch::Traces(r) => r.encode_raw(&mut buf),
+            Batch::Metrics(r) => r.encode_raw(&mut buf),
+            Batch::Logs(r) => r.encode_raw(&mut buf),
+        }
+        debug_assert_eq!(buf.len(), len, "encoded size");
+        buf
+    }
+
     /// The size of [`Batch::encode_to_vec`]'s result, without encoding.
     pub fn encoded_len(&self) -> usize {
         use prost::Message;
@@ -114,6 +132,88 @@ impl Batch {
             Batch::Traces(r) => span_count(r),
             Batch::Metrics(r) => metric_point_count(r),
             Batch::Logs(r) => log_record_count(r),
+        }
+    }
+}
+
+/// A batch with its encoded size and its OTLP encoding, each computed at most once and only when
+/// asked for: the size for the byte budgets of the queues, the encoding for a pipeline log and
+/// the network exporters. Shared behind an `Arc` by the pipelines a request goes to and by the
+/// exporters of a pipeline, so none of them computes either again; a stage that changes the
+/// batch takes it out with [`Encodable::into_batch`], which copies it only while it is shared.
+#[derive(Debug)]
+pub struct Encodable {
+    batch: Batch,
+    len: OnceLock<usize>,
+    encoding: OnceLock<Bytes>,
+}
+
+impl Encodable {
+    pub fn new(batch: Batch) -> Encodable {
+        Encodable {
+            batch,
+            len: OnceLock::new(),
+            encoding: OnceLock::new(),
+        }
+    }
+
+    /// A batch decoded from `encoding`, which prost made from the same batch (a pipeline log's
+    /// record): encoding it again would give the same bytes.
+    pub fn with_encoding(batch: Batch, encoding: Bytes) -> Encodable {
+        Encodable {
+            batch,
+            len: OnceLock::new(),
+            encoding: OnceLock::from(encoding),
+        }
+    }
+
+    /// A request known only by its encoding: the batch is an empty one of `signal`.
+    pub fn encoded(signal: Signal, encoding: Bytes) -> Encodable {
+        let batch = match signal {
+            Signal::Traces => Batch::Traces(Default::default()),
+            Signal::Metrics => Batch::Metrics(Default::default()),
+            Signal::Logs => Batch::Logs(Default::default()),
+        };
+        Encodable::with_encoding(batch, encoding)
+    }
+
+    pub fn batch(&self) -> &Batch {
+        &self.batch
+    }
+
+    pub fn signal(&self) -> Signal {
+        self.batch.signal()
+    }
+
+    /// The size of the OTLP encoding (computed, not encoded, when not encoded yet).
+    pub fn encoded_len(&self) -> usize {
+        match self.encoding.get() {
+            Some(b) => b.len(),
+            None => *self.len.get_or_init(|| self.batch.encoded_len()),
+        }
+    }
+
+    /// The OTLP protobuf encoding.
+    pub fn encoding(&self) -> &Bytes {
+        self.encoding
+            .get_or_init(|| Bytes::from(self.batch.encode_sized(self.encoded_len())))
+    }
+
+    /// A copy of the batch that shares nothing with this one (its size is carried over).
+    pub fn copy(&self) -> Encodable {
+        Encodable {
+            batch: self.batch.clone(),
+            len: self.len.clone(),
+            encoding: self.encoding.clone(),
+        }
+    }
+
+    /// The batch itself, to change: taken without copying when nothing else holds it, else
+    /// copied.
+    pub fn into_batch(this: Arc<Encodable>) -> Batch {
+        match Arc::try_unwrap(this) {
+            Ok(e) => e.batch,
+            Err(shared) => shared.batch.clone(),
         }
     }
 }
@@ -150,4 +250,92 @@ pub fn metric_point_count(r: &ExportMetricsServiceRequest) -> usize {
             None => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+
+    use super::*;
+
+    fn traces(names: &[&str]) -> Batch {
+        Batch::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: names
+                        .iter()
+                        .map(|n| Span {
+                            trace_id: vec![7; 16],
+                            span_id: vec![1; 8],
+                            name: n.to_string(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
+    #[test]
+    fn the_size_and_encoding_are_prosts() {
+        // A span of 16 + 8 id bytes and a 3-byte name: 2 + 16 + 2 + 8 + 2 + 3 = 33 bytes; in
+        // its ScopeSpans 2 + 33 = 35, in its ResourceSpans 2 + 35 = 37, in the request 2 + 37.
+        let e = Encodable::new(traces(&["abc"]));
+        assert_eq!(e.encoded_len(), 39);
+        let Batch::Traces(r) = e.batch() else {
+            panic!("traces")
+        };
+        assert_eq!(e.encoding().as_ref(), r.encode_to_vec().as_slice());
+        assert_eq!(e.encoded_len(), 39);
+        let decoded = Batch::decode(Signal::Traces, e.encoding()).expect("decodes");
+        assert_eq!(&decoded, e.batch());
+    }
+
+    #[test]
+    fn a_batch_is_taken_without_a_copy_only_when_nothing_else_holds_it() {
+        let a = Arc::new(Encodable::new(traces(&["a", "b"])));
+        let other = a.clone();
+        // Shared: the taker gets a copy, and changing it leaves the other holder's alone.
+        let Batch::Traces(mut r) = Encodable::into_batch(a) else {
+            panic!("traces")
+        };
+        r.resource_spans.clear();
+        assert_eq!(other.batch().item_count(), 2);
+        // The last holder takes the batch itself: the spans' buffers are the very same.
+        let name_at = match other.batch() {
+            Batch::Traces(r) => r.resource_spans[0].scope_spans[0].spans[0].name.as_ptr(),
+            _ => panic!("traces"),
+        };
+        let Batch::Traces(taken) = Encodable::into_batch(other) else {
+            panic!("traces")
+        };
+        assert_eq!(
+            taken.resource_spans[0].scope_spans[0].spans[0]
+                .name
+                .as_ptr(),
+            name_at
+        );
+    }
+
+    #[test]
+    fn a_copy_shares_nothing_but_keeps_what_is_known_of_the_encoding() {
+        let a = Encodable::new(traces(&["x"]));
+        let bytes = a.encoding().clone();
+        let c = a.copy();
+        assert_eq!(c.batch(), a.batch());
+        assert_eq!(c.encoded_len(), bytes.len());
+        assert_eq!(
+            c.encoding().as_ptr(),
+            bytes.as_ptr(),
+            "the encoding is not made again"
+        );
+        // Known only by its encoding: an empty batch of the signal, the bytes as given.
+        let e = Encodable::encoded(Signal::Logs, Bytes::from_static(b"\x0a\x00"));
+        assert_eq!(e.signal(), Signal::Logs);
+        assert_eq!(e.batch().item_count(), 0);
+        assert_eq!(e.encoded_len(), 2);
+    }
 }

@@ -14,14 +14,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::exporter::helper::{ExporterHandle, Payload};
 use crate::processor::{self, Marked, Processor};
-use crate::signal::{Batch, Signal};
+use crate::signal::{Batch, Encodable, Signal};
 use crate::telemetry::PipelineCounters;
 use storage::{PipelineLog, RecordToken};
 
@@ -37,7 +36,8 @@ pub enum WhenFull {
 }
 
 struct Queued {
-    batch: Batch,
+    /// The request, shared with the other pipelines it went to (see [`Fanin::send`]).
+    data: Arc<Encodable>,
     /// Items to take off the queue gauge when this is taken from the queue (0 for the parts a
     /// sharded pipeline's router hands on).
     items: usize,
@@ -123,6 +123,9 @@ pub struct PipelineInput {
     budget: Arc<Budget>,
     counters: PipelineCounters,
     log: Option<Arc<PipelineLog>>,
+    /// Whether the pipeline changes what it is given (it has processors, or shards to split
+    /// requests over), so needs a request of its own.
+    mutates: bool,
 }
 
 impl PipelineInput {
@@ -138,14 +141,14 @@ impl PipelineInput {
 
     fn put(
         &self,
-        batch: Batch,
+        data: Arc<Encodable>,
         items: usize,
         permit: Permit,
         record: Option<Arc<RecordToken>>,
     ) -> Result<(), HandOffError> {
         self.counters.queue_items.inc_by(items as i64);
         let q = Queued {
-            batch,
+            data,
             items,
             _permit: Arc::new(permit),
             record,
@@ -189,9 +192,16 @@ impl Fanin {
     }
 
     /// Hand a batch to every pipeline, all or nothing: permits for all of them first.
+    ///
+    /// Pipelines that only pass the request on share it, with its encoded size and encoding,
+    /// computed once. A pipeline whose stages change it needs its own: beside one that shares
+    /// it, it copies the request when it takes it (not at all if the others are done with it by
+    /// then); when every pipeline changes it, copies are made here and the last pipeline gets the
+    /// request itself, as before (copies made later could all be made at once, one too many).
     pub async fn send(&self, batch: Batch, when_full: WhenFull) -> Result<(), HandOffError> {
         let items = batch.item_count();
-        let bytes = batch.encoded_len();
+        let data = Arc::new(Encodable::new(batch));
+        let bytes = data.encoded_len();
         let mut permits = Vec::with_capacity(self.inputs.len());
         for input in &self.inputs {
             permits.push(
@@ -202,16 +212,15 @@ impl Fanin {
         }
         // With a log: the request is on disk in every pipeline's log before anyone has it.
         let mut records: Vec<Option<Arc<RecordToken>>> = Vec::with_capacity(self.inputs.len());
-        let mut encoded: Option<Bytes> = None;
         for input in &self.inputs {
             let Some(log) = &input.log else {
                 records.push(None);
                 continue;
             };
-            let bytes = encoded
-                .get_or_insert_with(|| Bytes::from(batch.encode_to_vec()))
-                .clone();
-            match log.append(batch.signal(), items, bytes).await {
+            match log
+                .append(data.signal(), items, data.encoding().clone())
+                .await
+            {
                 Ok(token) => records.push(Some(token)),
                 // Records already written for the other pipelines are released as their tokens
                 // drop here: the request is refused as a whole and the client sends it again.
@@ -229,18 +238,21 @@ impl Fanin {
                 }
             }
         }
+        let shared = self.inputs.iter().any(|i| !i.mutates);
         let last = self.inputs.len().saturating_sub(1);
-        let mut batch = Some(batch);
+        let mut data = Some(data);
         for (i, ((input, permit), record)) in
             self.inputs.iter().zip(permits).zip(records).enumerate()
         {
-            let b = if i == last {
-                batch.take()
+            let d = if i == last {
+                data.take()
+            } else if shared {
+                data.clone()
             } else {
-                batch.clone()
+                data.as_deref().map(|d| Arc::new(d.copy()))
             };
-            let Some(b) = b else { break };
-            input.put(b, items, permit, record)?;
+            let Some(d) = d else { break };
+            input.put(d, items, permit, record)?;
         }
         Ok(())
     }
@@ -296,6 +308,7 @@ impl Pipeline {
             storage,
         } = parts;
         let budget = Arc::new(Budget::new(queue_size, queue_max_bytes));
+        let mutates = chains.len() > 1 || chains.iter().any(|c| !c.is_empty());
         let mut storage_tasks = Vec::new();
         let (log, found) = match &storage {
             Some(st) => {
@@ -322,6 +335,7 @@ impl Pipeline {
             budget,
             counters: counters.clone(),
             log: log.clone(),
+            mutates,
         };
         let task = if chains.len() <= 1 {
             let runner = Runner {
@@ -430,7 +444,9 @@ async fn replay(
         let Ok(permit) = permit else { break };
         let token = log.register(record.id);
         let mark = token.mark;
-        if input.put(batch, items, permit, Some(token)).is_err() {
+        // The record is the batch's encoding: a pipeline that sends it unchanged reuses it.
+        let data = Arc::new(Encodable::with_encoding(batch, record.payload));
+        if input.put(data, items, permit, Some(token)).is_err() {
             // The pipeline has stopped: the record stays in the log for the next start.
             log.abandon(mark);
             break;
@@ -463,17 +479,25 @@ async fn route(
             _ = hard_stop.cancelled() => break,
         };
         counters.queue_items.dec_by(q.items as i64);
-        let parts = match q.batch {
-            Batch::Traces(r) => split_by_trace(r, shards.len()),
-            other => vec![(0, other)],
+        // Only traces are split (which changes them); the rest goes on as it came.
+        let parts = if q.data.signal() == Signal::Traces {
+            match Encodable::into_batch(q.data) {
+                Batch::Traces(r) => split_by_trace(r, shards.len())
+                    .into_iter()
+                    .map(|(shard, b)| (shard, Arc::new(Encodable::new(b))))
+                    .collect(),
+                other => vec![(0, Arc::new(Encodable::new(other)))],
+            }
+        } else {
+            vec![(0, q.data)]
         };
-        for (shard, batch) in parts {
+        for (shard, data) in parts {
             let Some(tx) = shards.get(shard) else {
                 continue;
             };
             let part = Queued {
                 items: 0,
-                batch,
+                data,
                 _permit: q._permit.clone(),
                 record: q.record.clone(),
             };
@@ -482,15 +506,15 @@ async fn route(
                 if let Some(r) = &e.0.record {
                     r.abandon();
                 }
-                let n = e.0.batch.item_count();
-                counters.dropped(e.0.batch.signal(), n, "a pipeline shard has stopped");
+                let n = e.0.data.batch().item_count();
+                counters.dropped(e.0.data.signal(), n, "a pipeline shard has stopped");
             }
         }
     }
     rx.close();
     while let Some(q) = rx.recv().await {
         counters.queue_items.dec_by(q.items as i64);
-        counters.dropped(q.batch.signal(), q.items, "shutdown grace period ran out");
+        counters.dropped(q.data.signal(), q.items, "shutdown grace period ran out");
     }
     drop(shards);
     for t in tasks {
@@ -593,7 +617,13 @@ impl Runner {
                     let Some(q) = msg else { break };
                     self.counters.queue_items.dec_by(q.items as i64);
                     let mark = q.mark();
-                    let out = processor::run_chain_marked(&mut self.chain, vec![(q.batch, mark)], Instant::now());
+                    // Without processors the request goes on as it came, still shared.
+                    let out = if self.chain.is_empty() {
+                        vec![(q.data, mark)]
+                    } else {
+                        let batch = Encodable::into_batch(q.data);
+                        shared(processor::run_chain_marked(&mut self.chain, vec![(batch, mark)], Instant::now()))
+                    };
                     if !self.deliver(out).await {
                         break;
                     }
@@ -604,7 +634,7 @@ impl Runner {
                 }
                 _ = self.hard_stop.cancelled() => break,
                 _ = ticker.tick(), if ticking => {
-                    let out = processor::tick_chain_marked(&mut self.chain, Instant::now());
+                    let out = shared(processor::tick_chain_marked(&mut self.chain, Instant::now()));
                     if !self.deliver(out).await {
                         break;
                     }
@@ -612,7 +642,10 @@ impl Runner {
             }
         }
         // Input closed (receivers stopped) or the hard stop fired: flush what stages hold.
-        let out = processor::shutdown_chain_marked(&mut self.chain, Instant::now());
+        let out = shared(processor::shutdown_chain_marked(
+            &mut self.chain,
+            Instant::now(),
+        ));
         self.deliver(out).await;
         // Whatever is still queued after a hard stop is counted, never silently lost (and stays
         // in the log, if any: nothing is released after the hard stop).
@@ -625,18 +658,14 @@ impl Runner {
     }
 
     /// Fan batches out to every exporter; false once the hard stop has fired.
-    async fn deliver(&mut self, batches: Vec<Marked>) -> bool {
+    async fn deliver(&mut self, batches: Vec<(Arc<Encodable>, Option<u64>)>) -> bool {
         let wire = !self.exporters.is_empty() && self.exporters.iter().all(|e| e.wire_only());
         let payloads: Vec<Arc<Payload>> = batches
             .into_iter()
-            .filter(|(b, _)| b.item_count() > 0)
-            .map(|(b, mark)| {
+            .filter(|(d, _)| d.batch().item_count() > 0)
+            .map(|(d, mark)| {
                 let release = self.log.as_ref().and_then(|l| l.guard(mark));
-                if wire {
-                    Payload::wire(b, release)
-                } else {
-                    Payload::new(b, release)
-                }
+                Payload::of(d, release, wire)
             })
             .collect();
         // The batches let out carry their marks now: only then may the log learn that the
@@ -659,6 +688,14 @@ impl Runner {
         }
         !self.hard_stop.is_cancelled()
     }
+}
+
+/// Batches out of the processors, each to be encoded at most once.
+fn shared(batches: Vec<Marked>) -> Vec<(Arc<Encodable>, Option<u64>)> {
+    batches
+        .into_iter()
+        .map(|(b, mark)| (Arc::new(Encodable::new(b)), mark))
+        .collect()
 }
 
 #[cfg(test)]
@@ -689,6 +726,108 @@ mod tests {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    /// An input of `mutates`, and its queue, for a Fanin without pipeline tasks.
+    fn input(
+        id: &str,
+        mutates: bool,
+    ) -> (PipelineInput, mpsc::UnboundedReceiver<Queued>, Arc<Budget>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let budget = Arc::new(Budget::new(1000, 1 << 20));
+        let metrics = crate::telemetry::SelfMetrics::new();
+        let input = PipelineInput {
+            id: Arc::from(id),
+            tx,
+            budget: budget.clone(),
+            counters: metrics.pipeline(id),
+            log: None,
+            mutates,
+        };
+        (input, rx, budget)
+    }
+
+    fn request(spans: u8) -> Batch {
+        Batch::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: (1..=spans)
+                        .map(|i| Span {
+                            trace_id: vec![i; 16],
+                            span_id: vec![i; 8],
+                            name: "x".repeat(100),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
+    /// Hand `request(spans)` to inputs of the given kinds; what each queue got.
+    async fn fan_out(mutates: &[bool], spans: u8) -> (Vec<Queued>, Vec<Arc<Budget>>) {
+        let (mut inputs, mut queues, mut budgets) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, m) in mutates.iter().enumerate() {
+            let (input, rx, budget) = input(&format!("traces/{i}"), *m);
+            inputs.push(input);
+            queues.push(rx);
+            budgets.push(budget);
+        }
+        let fanin = Fanin::new(inputs);
+        assert!(fanin.send(request(spans), WhenFull::Refuse).await.is_ok());
+        let got = queues
+            .iter_mut()
+            .map(|rx| rx.try_recv().expect("queued"))
+            .collect();
+        (got, budgets)
+    }
+
+    #[tokio::test]
+    async fn pipelines_that_pass_a_request_on_share_it() {
+        let (got, budgets) = fan_out(&[false, false, false], 10).await;
+        assert!(Arc::ptr_eq(&got[0].data, &got[1].data));
+        assert!(Arc::ptr_eq(&got[1].data, &got[2].data));
+        assert_eq!(got[0].data.batch(), &request(10));
+        assert!(got.iter().all(|q| q.items == 10));
+        // Each queue's byte budget is charged the request's encoded size, as before: a span
+        // is 2 + 16 + 2 + 8 + 2 + 100 = 130 bytes, 133 with its tag and 2-byte length; the
+        // scope's 10 are 1330 bytes, 1333 in the resource, 1336 in the request: 2 KiB.
+        assert_eq!(got[0].data.encoded_len(), 1336);
+        for b in budgets {
+            assert_eq!(b.kib.available_permits(), 1024 - 2);
+            assert_eq!(b.items.available_permits(), 1000 - 10);
+        }
+    }
+
+    #[tokio::test]
+    async fn pipelines_that_change_a_request_get_their_own_and_the_last_the_original() {
+        let (got, _) = fan_out(&[true, true], 3).await;
+        assert!(!Arc::ptr_eq(&got[0].data, &got[1].data));
+        // Nothing else holds either: each pipeline takes its batch without copying it again.
+        for q in &got {
+            assert_eq!(Arc::strong_count(&q.data), 1);
+            assert_eq!(q.data.batch(), &request(3));
+        }
+    }
+
+    #[tokio::test]
+    async fn beside_one_that_passes_it_on_a_changing_pipeline_copies_when_it_takes() {
+        let (mut got, _) = fan_out(&[true, false], 3).await;
+        assert!(Arc::ptr_eq(&got[0].data, &got[1].data));
+        let passing = got.pop().expect("two");
+        let changing = got.pop().expect("two");
+        let Batch::Traces(mut r) = Encodable::into_batch(changing.data) else {
+            panic!("traces")
+        };
+        r.resource_spans.clear();
+        assert_eq!(
+            passing.data.batch(),
+            &request(3),
+            "the shared one is intact"
+        );
+        assert_eq!(Arc::strong_count(&passing.data), 1);
+    }
 
     #[test]
     fn splitting_keeps_traces_together_with_their_resource_and_scope() {

@@ -10,6 +10,7 @@ mod agents;
 mod alerting;
 mod chain;
 mod cli;
+mod compression;
 mod delivery;
 mod disk_queue;
 mod example_service;

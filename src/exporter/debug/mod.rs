@@ -51,7 +51,7 @@ impl DebugTransport {
             return Ok(Delivered::default());
         }
         let detailed = self.verbosity == Verbosity::Detailed;
-        match &p.batch {
+        match p.batch() {
             Batch::Traces(r) => {
                 for rs in &r.resource_spans {
                     let service = rs
@@ -117,7 +117,7 @@ impl DebugTransport {
     /// One line per analysed trace; spans of traces whose root (or `ragwatch.analysis` span)
     /// is not in the batch are counted on one line.
     fn summary(&self, p: &Payload) -> Delivered {
-        let Batch::Traces(r) = &p.batch else {
+        let Batch::Traces(r) = p.batch() else {
             tracing::info!(exporter = %self.id, signal = %p.signal(), items = p.items, "{} {}", p.items, p.signal().item_name());
             return Delivered::default();
         };

@@ -121,7 +121,7 @@ impl FileTransport {
     }
 
     pub(crate) fn send(&self, p: &Payload) -> Result<Delivered, ExportError> {
-        let mut line = match &p.batch {
+        let mut line = match p.batch() {
             Batch::Traces(r) => serde_json::to_vec(r),
             Batch::Metrics(r) => serde_json::to_vec(r),
             Batch::Logs(r) => serde_json::to_vec(r),

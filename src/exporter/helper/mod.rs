@@ -8,7 +8,7 @@ pub mod tls;
 pub(crate) mod wal;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,7 +20,7 @@ pub use queue::{ExporterHandle, start};
 pub use tls::TlsClientConfig;
 
 use crate::config::{Problems, Secret, duration};
-use crate::signal::{Batch, Signal};
+use crate::signal::{Batch, Encodable, Signal};
 use crate::telemetry::SelfMetrics;
 
 /// The network exporters: `otlp` (gRPC) and `otlphttp` (protobuf over HTTP).
@@ -42,6 +42,10 @@ pub struct OtlpExporterConfig {
     pub headers: BTreeMap<String, Secret>,
     #[serde(default)]
     pub compression: Compression,
+    /// The compression level, as the Collector's `compression_params: { level: N }` (see
+    /// [`Compressor`]); absent: the default level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression_params: Option<CompressionParams>,
     /// Per-attempt timeout (default 5s).
     #[serde(default = "default_timeout", with = "duration")]
     pub timeout: Duration,
@@ -66,6 +70,11 @@ impl OtlpExporterConfig {
         ]
     }
 
+    /// What to compress with, at which level.
+    pub(crate) fn compressor(&self) -> Result<Compressor, String> {
+        Compressor::new(self.compression, self.compression_params.map(|p| p.level))
+    }
+
     pub fn validate(&self, path: &str, problems: &mut Problems) {
         if self.timeout.is_zero() {
             problems.push(&format!("{path}.timeout"), "must be greater than zero");
@@ -77,6 +86,9 @@ impl OtlpExporterConfig {
             if http::HeaderValue::from_str(v.expose()).is_err() {
                 problems.push(&format!("{path}.headers.{k}"), "not a valid header value");
             }
+        }
+        if let Err(e) = self.compressor() {
+            problems.push(&format!("{path}.compression_params.level"), e);
         }
         self.tls.validate(&format!("{path}.tls"), problems);
         self.sending_queue
@@ -93,6 +105,93 @@ pub enum Compression {
     Gzip,
     Zstd,
     None,
+}
+
+/// `compression_params` of the network exporters, as the Collector's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionParams {
+    pub level: i32,
+}
+
+/// The gzip level when none is given: the best trade of CPU time for size measured on the load
+/// generator's traffic (`cargo run --release --example gzip_levels`; README, Exporters).
+pub const DEFAULT_GZIP_LEVEL: u32 = 1;
+/// The zstd level when none is given: zstd's own default.
+pub const DEFAULT_ZSTD_LEVEL: i32 = zstd::DEFAULT_COMPRESSION_LEVEL;
+
+/// A compression and its level, both exporters compressing requests themselves (tonic has no
+/// setting for the level: it compresses gRPC messages with gzip at 6, zstd at its default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compressor {
+    None,
+    Gzip(u32),
+    Zstd(i32),
+}
+
+impl Compressor {
+    /// `compression` at `level`, following the Collector's conventions: gzip takes 1 (fastest)
+    /// to 9 (smallest), and 0 or -1 (zlib's "default") for the default level; zstd takes its
+    /// own levels, 0 for its default; `none` takes no level but 0.
+    fn new(compression: Compression, level: Option<i32>) -> Result<Compressor, String> {
+        match (compression, level) {
+            (Compression::Gzip, None | Some(0 | -1)) => Ok(Compressor::Gzip(DEFAULT_GZIP_LEVEL)),
+            (Compression::Gzip, Some(l @ 1..=9)) => Ok(Compressor::Gzip(l.unsigned_abs())),
+            (Compression::Gzip, Some(-2)) => Err(
+                "gzip level -2 (Huffman-only) is not available here; gzip levels are 1 (fastest) to 9 (smallest)"
+                    .into(),
+            ),
+            (Compression::Gzip, Some(l)) => Err(format!(
+                "gzip level {l}: gzip levels are 1 (fastest) to 9 (smallest), or 0 / -1 for the default ({DEFAULT_GZIP_LEVEL})"
+            )),
+            (Compression::Zstd, None | Some(0)) => Ok(Compressor::Zstd(DEFAULT_ZSTD_LEVEL)),
+            (Compression::Zstd, Some(l)) if zstd::compression_level_range().contains(&l) => {
+                Ok(Compressor::Zstd(l))
+            }
+            (Compression::Zstd, Some(l)) => {
+                let r = zstd::compression_level_range();
+                Err(format!(
+                    "zstd level {l}: zstd levels are {} to {} (1 to 19 usual, negative ones faster still), or 0 for the default ({DEFAULT_ZSTD_LEVEL})",
+                    r.start(),
+                    r.end()
+                ))
+            }
+            (Compression::None, None | Some(0)) => Ok(Compressor::None),
+            (Compression::None, Some(l)) => Err(format!(
+                "level {l} with compression: none (there is nothing to set a level for)"
+            )),
+        }
+    }
+
+    /// The name of the encoding, for the `grpc-encoding` and `content-encoding` headers.
+    pub(crate) fn encoding(self) -> Option<&'static str> {
+        match self {
+            Compressor::None => None,
+            Compressor::Gzip(_) => Some("gzip"),
+            Compressor::Zstd(_) => Some("zstd"),
+        }
+    }
+
+    /// `data` compressed (itself, not copied, without compression).
+    pub(crate) fn compress(self, data: &Bytes) -> Result<Bytes, String> {
+        match self {
+            Compressor::None => Ok(data.clone()),
+            Compressor::Gzip(level) => {
+                use std::io::Write;
+                let mut enc = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(data.len() / 4),
+                    flate2::Compression::new(level),
+                );
+                enc.write_all(data)
+                    .and_then(|()| enc.finish())
+                    .map(Bytes::from)
+                    .map_err(|e| format!("gzip: {e}"))
+            }
+            Compressor::Zstd(level) => zstd::bulk::compress(data, level)
+                .map(Bytes::from)
+                .map_err(|e| format!("zstd: {e}")),
+        }
+    }
 }
 
 /// The sending queue in front of an exporter.
@@ -273,74 +372,66 @@ impl RetryConfig {
 /// the payload came from. Opaque here; dropped with the payload.
 pub type Release = Box<dyn Send + Sync>;
 
-/// One batch on its way out, shared by every exporter of a pipeline; encoded at most once.
+/// One batch on its way out, shared by every exporter of a pipeline; its size and encoding are
+/// computed at most once (see [`Encodable`]).
 pub struct Payload {
-    pub batch: Batch,
+    data: Arc<Encodable>,
     pub items: usize,
-    encoded: OnceLock<Bytes>,
     _release: Option<Release>,
 }
 
 impl Payload {
     pub fn new(batch: Batch, release: Option<Release>) -> Arc<Payload> {
-        let items = batch.item_count();
+        Payload::of(Arc::new(Encodable::new(batch)), release, false)
+    }
+
+    /// A payload of `data`, which may be shared with other pipelines (what they computed of its
+    /// encoding is not computed again). With `wire`, for pipelines whose exporters all send OTLP
+    /// over the network, the payload keeps the encoding alone and lets go of the decoded batch: a
+    /// queued request then takes its wire size (about a sixth of the decoded one), which keeps
+    /// memory down while a backend is slow.
+    pub fn of(data: Arc<Encodable>, release: Option<Release>, wire: bool) -> Arc<Payload> {
+        let items = data.batch().item_count();
+        let data = if wire {
+            Arc::new(Encodable::encoded(data.signal(), data.encoding().clone()))
+        } else {
+            data
+        };
         Arc::new(Payload {
-            batch,
+            data,
             items,
-            encoded: OnceLock::new(),
             _release: release,
         })
     }
 
-    /// The encoding alone, the decoded batch dropped: for pipelines whose exporters all send
-    /// OTLP over the network. A queued request then takes its wire size (about a sixth of the
-    /// decoded one), which keeps memory down while a backend is slow.
-    pub fn wire(batch: Batch, release: Option<Release>) -> Arc<Payload> {
-        let (signal, items) = (batch.signal(), batch.item_count());
-        let bytes = Bytes::from(encode(&batch));
-        drop(batch);
-        let mut p = Payload::encoded(signal, items, bytes);
-        p._release = release;
-        Arc::new(p)
-    }
-
-    /// A request known only by its encoding (read back from the on-disk queue, or made by
-    /// [`Payload::wire`]). Only the OTLP exporters get these, and they send only the encoding,
-    /// so the batch stays empty.
+    /// A request known only by its encoding (read back from the on-disk queue). Only the OTLP
+    /// exporters get these, and they send only the encoding, so the batch stays empty.
     fn encoded(signal: Signal, items: usize, bytes: Bytes) -> Payload {
-        let batch = match signal {
-            Signal::Traces => Batch::Traces(Default::default()),
-            Signal::Metrics => Batch::Metrics(Default::default()),
-            Signal::Logs => Batch::Logs(Default::default()),
-        };
         Payload {
-            batch,
+            data: Arc::new(Encodable::encoded(signal, bytes)),
             items,
-            encoded: OnceLock::from(bytes),
             _release: None,
         }
     }
 
+    /// The decoded batch (empty in a payload known only by its encoding).
+    pub fn batch(&self) -> &Batch {
+        self.data.batch()
+    }
+
     pub fn signal(&self) -> Signal {
-        self.batch.signal()
+        self.data.signal()
     }
 
     /// The request's OTLP encoded size (computed, not encoded, when not encoded yet).
     pub fn size(&self) -> usize {
-        self.encoded
-            .get()
-            .map_or_else(|| self.batch.encoded_len(), Bytes::len)
+        self.data.encoded_len()
     }
 
     /// The OTLP protobuf encoding of the request.
     pub fn protobuf(&self) -> &Bytes {
-        self.encoded
-            .get_or_init(|| Bytes::from(encode(&self.batch)))
+        self.data.encoding()
     }
-}
-
-fn encode(batch: &Batch) -> Vec<u8> {
-    batch.encode_to_vec()
 }
 
 /// What a backend said about a delivered request.

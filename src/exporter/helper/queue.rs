@@ -125,7 +125,7 @@ impl ExporterHandle {
         &self.id
     }
 
-    /// Whether this exporter sends only the OTLP encoding (see [`Payload::wire`]).
+    /// Whether this exporter sends only the OTLP encoding (see [`Payload::of`]).
     pub fn wire_only(&self) -> bool {
         self.wire_only
     }

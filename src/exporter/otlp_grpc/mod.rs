@@ -1,9 +1,12 @@
 //! `otlp`: OTLP over gRPC to any backend (Jaeger, Tempo, a Collector, another ragwatch).
 
 use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
+use http::HeaderValue;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
@@ -14,7 +17,7 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use super::helper::tls::identity_error;
-use super::helper::{Compression, Delivered, ExportError, OtlpExporterConfig, Payload};
+use super::helper::{Compressor, Delivered, ExportError, OtlpExporterConfig, Payload};
 use crate::signal::Signal;
 
 /// The URL tonic dials for an endpoint, and whether it is TLS.
@@ -41,9 +44,9 @@ pub(crate) fn grpc_url(endpoint: &str, insecure: bool) -> Result<(String, bool),
 }
 
 pub(crate) struct GrpcTransport {
-    channel: Channel,
+    channel: Precompressed,
     metadata: MetadataMap,
-    compression: Option<CompressionEncoding>,
+    compressor: Compressor,
     timeout: Duration,
 }
 
@@ -77,15 +80,14 @@ impl GrpcTransport {
                 .map_err(|_| format!("header `{k}` has a value gRPC metadata cannot carry"))?;
             metadata.insert(key, val);
         }
-        let compression = match c.compression {
-            Compression::Gzip => Some(CompressionEncoding::Gzip),
-            Compression::Zstd => Some(CompressionEncoding::Zstd),
-            Compression::None => None,
-        };
+        let compressor = c.compressor()?;
         Ok(GrpcTransport {
-            channel: ep.connect_lazy(),
+            channel: Precompressed {
+                channel: ep.connect_lazy(),
+                encoding: compressor.encoding().map(HeaderValue::from_static),
+            },
             metadata,
-            compression,
+            compressor,
             timeout: c.timeout,
         })
     }
@@ -145,22 +147,102 @@ impl GrpcTransport {
     where
         R: prost::Message + Default + Send + 'static,
     {
+        let message = self
+            .compressor
+            .compress(p.protobuf())
+            .map_err(Status::internal)?;
         let mut grpc = tonic::client::Grpc::new(self.channel.clone())
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(4 * 1024 * 1024);
-        if let Some(c) = self.compression {
-            grpc = grpc.send_compressed(c);
-        }
         grpc.ready()
             .await
             .map_err(|e| Status::unavailable(format!("cannot reach the backend: {e}")))?;
-        let mut req = tonic::Request::new(p.protobuf().clone());
+        let mut req = tonic::Request::new(message);
         *req.metadata_mut() = self.metadata.clone();
         req.set_timeout(self.timeout);
         let path = http::uri::PathAndQuery::from_static(path);
         grpc.unary(req, path, RawCodec::<R>(PhantomData))
             .await
             .map(tonic::Response::into_inner)
+    }
+}
+
+/// tonic compresses a gRPC message at a level of its own (gzip 6, zstd's default: "FIXME: support
+/// customizing the compression level" in tonic 0.14's `codec/compression.rs`) and has no setting
+/// for it. So the exporter compresses each message itself, at the configured level, and hands
+/// tonic the compressed bytes to frame as they are; this service, between tonic and the channel,
+/// then says so: the `grpc-encoding` header, and the frame's compressed flag (tonic writes 0,
+/// having compressed nothing).
+#[derive(Clone)]
+struct Precompressed {
+    channel: Channel,
+    /// The `grpc-encoding` of the messages; None: not compressed.
+    encoding: Option<HeaderValue>,
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Precompressed {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = tonic::transport::channel::ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.channel.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let Some(encoding) = &self.encoding else {
+            return self.channel.call(req);
+        };
+        let (mut parts, body) = req.into_parts();
+        parts.headers.insert("grpc-encoding", encoding.clone());
+        let body = tonic::body::Body::new(Flagged {
+            inner: body,
+            rest: None,
+            first: true,
+        });
+        self.channel.call(http::Request::from_parts(parts, body))
+    }
+}
+
+/// A unary request's body with the compressed flag set: the first byte of the first chunk (the
+/// flag of the message's 5-byte frame header) goes out as 1, the rest of the chunk after it
+/// (not copied).
+struct Flagged {
+    inner: tonic::body::Body,
+    /// The first chunk after its first byte, sent next.
+    rest: Option<Bytes>,
+    first: bool,
+}
+
+impl http_body::Body for Flagged {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        if let Some(rest) = this.rest.take() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(rest))));
+        }
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) if this.first => frame,
+            other => return other,
+        };
+        match frame.into_data() {
+            Ok(mut data) if !data.is_empty() => {
+                this.first = false;
+                this.rest = Some(data.split_off(1));
+                Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(&[1])))))
+            }
+            Ok(data) => Poll::Ready(Some(Ok(http_body::Frame::data(data)))),
+            Err(trailers) => Poll::Ready(Some(Ok(trailers))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_none() && self.inner.is_end_stream()
     }
 }
 
@@ -198,7 +280,7 @@ fn classify(status: &Status) -> ExportError {
 }
 
 /// Sends bytes that are already protobuf-encoded (encoded once, reused by every retry) and
-/// decodes the typed response.
+/// compressed (see [`Precompressed`]), and decodes the typed response.
 struct RawCodec<R>(PhantomData<R>);
 
 impl<R: prost::Message + Default + Send + 'static> Codec for RawCodec<R> {

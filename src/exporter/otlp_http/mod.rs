@@ -1,9 +1,7 @@
 //! `otlphttp`: OTLP protobuf over HTTP to `<endpoint>/v1/<signal>`.
 
-use std::io::Write;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
@@ -11,7 +9,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResp
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 
-use super::helper::{Compression, Delivered, ExportError, OtlpExporterConfig, Payload};
+use super::helper::{Compressor, Delivered, ExportError, OtlpExporterConfig, Payload};
 use crate::rpc_status::RpcStatus;
 use crate::signal::Signal;
 
@@ -31,7 +29,7 @@ pub(crate) struct HttpTransport {
     client: reqwest::Client,
     urls: [String; 3],
     headers: HeaderMap,
-    compression: Compression,
+    compressor: Compressor,
     timeout: Duration,
 }
 
@@ -89,7 +87,7 @@ impl HttpTransport {
             client,
             urls,
             headers,
-            compression: c.compression,
+            compressor: c.compressor()?,
             timeout: c.timeout,
         })
     }
@@ -107,16 +105,14 @@ impl HttpTransport {
             .headers(self.headers.clone())
             .header(CONTENT_TYPE, "application/x-protobuf")
             .timeout(self.timeout);
-        req = match self.compression {
-            Compression::None => req.body(p.protobuf().clone()),
-            Compression::Gzip => req
-                .header(CONTENT_ENCODING, "gzip")
-                .body(gzip(p.protobuf())),
-            Compression::Zstd => req.header(CONTENT_ENCODING, "zstd").body(
-                zstd::bulk::compress(p.protobuf(), 3)
-                    .map_err(|e| ExportError::Permanent(format!("zstd: {e}")))?,
-            ),
-        };
+        if let Some(encoding) = self.compressor.encoding() {
+            req = req.header(CONTENT_ENCODING, encoding);
+        }
+        req = req.body(
+            self.compressor
+                .compress(p.protobuf())
+                .map_err(ExportError::Permanent)?,
+        );
         let resp = req.send().await.map_err(|e| ExportError::Retryable {
             message: format!("request to {url} failed: {e}"),
             retry_after: None,
@@ -144,16 +140,6 @@ impl HttpTransport {
             _ => Err(ExportError::Permanent(message)),
         }
     }
-}
-
-fn gzip(data: &[u8]) -> Bytes {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(data.len() / 4),
-        flate2::Compression::fast(),
-    );
-    // Writing into a Vec cannot fail.
-    let _ = enc.write_all(data);
-    Bytes::from(enc.finish().unwrap_or_default())
 }
 
 fn partial_success(signal: Signal, body: &[u8]) -> Delivered {

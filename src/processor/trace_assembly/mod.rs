@@ -5,11 +5,13 @@
 //! exported, never dropped. A span of a trace already flushed is exported at once and counted.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hashbrown::HashTable;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use serde::{Deserialize, Serialize};
@@ -140,7 +142,126 @@ impl Validate for TraceAssemblyConfig {
 }
 
 /// The resource (or scope) a span came with, shared by every span of one request.
-type Origin<T> = Arc<(Option<T>, String)>;
+type Origin<T> = Arc<Keyed<T>>;
+
+/// A resource or scope with its schema URL, and a hash of both computed once per request, so
+/// that the equal origins of spans from different requests are found by hash (and checked for
+/// equality only on a match) instead of comparing every origin with every other.
+struct Keyed<T> {
+    value: Option<T>,
+    schema_url: String,
+    hash: u64,
+}
+
+impl<T: StructuralHash> Keyed<T> {
+    fn new(value: Option<T>, schema_url: String) -> Origin<T> {
+        // Keys random per process: a sender cannot pick origins that all collide.
+        static KEYS: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+        let mut h = KEYS.get_or_init(std::hash::RandomState::new).build_hasher();
+        match &value {
+            Some(v) => {
+                h.write_u8(1);
+                v.structural_hash(&mut h);
+            }
+            None => h.write_u8(0),
+        }
+        schema_url.hash(&mut h);
+        Arc::new(Keyed {
+            value,
+            schema_url,
+            hash: h.finish(),
+        })
+    }
+}
+
+/// A hash agreeing with `PartialEq` (equal values hash alike; the prost types derive no `Hash`,
+/// floats being in them): what makes two origins equal is hashed, counts of dropped attributes
+/// and entity references are left to the equality check.
+trait StructuralHash {
+    fn structural_hash(&self, h: &mut impl Hasher);
+}
+
+impl StructuralHash for Resource {
+    fn structural_hash(&self, h: &mut impl Hasher) {
+        hash_attributes(&self.attributes, h);
+    }
+}
+
+impl StructuralHash for InstrumentationScope {
+    fn structural_hash(&self, h: &mut impl Hasher) {
+        self.name.hash(h);
+        self.version.hash(h);
+        hash_attributes(&self.attributes, h);
+    }
+}
+
+fn hash_attributes(attributes: &[KeyValue], h: &mut impl Hasher) {
+    h.write_usize(attributes.len());
+    for kv in attributes {
+        kv.key.hash(h);
+        match &kv.value {
+            Some(v) => hash_any(v, h),
+            None => h.write_u8(0),
+        }
+    }
+}
+
+fn hash_any(v: &AnyValue, h: &mut impl Hasher) {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    match &v.value {
+        None => h.write_u8(0),
+        Some(Value::StringValue(s)) => {
+            h.write_u8(1);
+            s.hash(h);
+        }
+        Some(Value::BoolValue(b)) => {
+            h.write_u8(2);
+            b.hash(h);
+        }
+        Some(Value::IntValue(i)) => {
+            h.write_u8(3);
+            i.hash(h);
+        }
+        Some(Value::DoubleValue(d)) => {
+            h.write_u8(4);
+            // 0.0 == -0.0 (and NaN equals nothing, so its bits may be anything).
+            h.write_u64(if *d == 0.0 { 0 } else { d.to_bits() });
+        }
+        Some(Value::ArrayValue(a)) => {
+            h.write_u8(5);
+            h.write_usize(a.values.len());
+            for x in &a.values {
+                hash_any(x, h);
+            }
+        }
+        Some(Value::KvlistValue(l)) => {
+            h.write_u8(6);
+            hash_attributes(&l.values, h);
+        }
+        Some(Value::BytesValue(b)) => {
+            h.write_u8(7);
+            b.hash(h);
+        }
+        Some(Value::StringValueStrindex(i)) => {
+            h.write_u8(8);
+            i.hash(h);
+        }
+    }
+}
+
+/// The same origin: the same request's (cheap), or an equal one from another request.
+fn same<T: PartialEq>(a: &Origin<T>, b: &Origin<T>) -> bool {
+    Arc::ptr_eq(a, b) || (a.hash == b.hash && a.value == b.value && a.schema_url == b.schema_url)
+}
+
+/// Up to this many distinct origins in a trace, they are compared by hash one after the other
+/// (no table to build).
+const FEW_ORIGINS: usize = 16;
+
+/// Two hashes as one (for a resource and scope pair).
+fn pair_hash(a: u64, b: u64) -> u64 {
+    a.rotate_left(29) ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
 
 #[derive(Clone)]
 struct HeldSpan {
@@ -182,7 +303,7 @@ impl AssembledTrace {
     /// The service.name of span `i`'s resource.
     pub fn service(&self, i: usize) -> Option<&str> {
         let (res, _) = self.origins.get(*self.origin.get(i)?)?;
-        crate::attributes::service_name(&res.0.as_ref()?.attributes)
+        crate::attributes::service_name(&res.value.as_ref()?.attributes)
     }
 }
 
@@ -316,20 +437,58 @@ impl TraceAssembly {
         }
         .emit(&self.counters);
         self.remember_flushed(id);
+        // Distinct origins in order of first appearance, found by hash: comparing hashes while
+        // there are few (most traces), through a hash table past that. The spans of one request
+        // (one pair of `Arc`s) usually come one after the other.
         let mut origins: Vec<(Origin<Resource>, Origin<InstrumentationScope>)> = Vec::new();
+        let mut index: HashTable<usize> = HashTable::new();
+        let hash_of =
+            |(r, s): &(Origin<Resource>, Origin<InstrumentationScope>)| pair_hash(r.hash, s.hash);
         let mut origin = Vec::with_capacity(held.spans.len());
         let mut spans = Vec::with_capacity(held.spans.len());
+        let mut previous: Option<usize> = None;
         for h in held.spans {
-            let idx = match origins
-                .iter()
-                .position(|(r, s)| same(r, &h.resource) && same(s, &h.scope))
-            {
+            let again = previous.filter(|&i| {
+                origins
+                    .get(i)
+                    .is_some_and(|(r, s)| Arc::ptr_eq(r, &h.resource) && Arc::ptr_eq(s, &h.scope))
+            });
+            let idx = match again {
                 Some(i) => i,
                 None => {
-                    origins.push((h.resource, h.scope));
-                    origins.len() - 1
+                    let hash = pair_hash(h.resource.hash, h.scope.hash);
+                    let equal = |(r, s): &(Origin<Resource>, Origin<InstrumentationScope>)| {
+                        same(r, &h.resource) && same(s, &h.scope)
+                    };
+                    let found = if origins.len() < FEW_ORIGINS {
+                        origins.iter().position(|o| hash_of(o) == hash && equal(o))
+                    } else {
+                        if index.is_empty() {
+                            for (i, o) in origins.iter().enumerate() {
+                                index.insert_unique(hash_of(o), i, |&j| {
+                                    origins.get(j).map_or(0, hash_of)
+                                });
+                            }
+                        }
+                        index
+                            .find(hash, |&i| origins.get(i).is_some_and(equal))
+                            .copied()
+                    };
+                    match found {
+                        Some(i) => i,
+                        None => {
+                            let i = origins.len();
+                            origins.push((h.resource, h.scope));
+                            if !index.is_empty() {
+                                index
+                                    .insert_unique(hash, i, |&j| origins.get(j).map_or(0, hash_of));
+                            }
+                            i
+                        }
+                    }
                 }
             };
+            previous = Some(idx);
             origin.push(idx);
             spans.push(h.span);
         }
@@ -365,9 +524,9 @@ impl TraceAssembly {
         late: &mut Vec<HeldSpan>,
     ) {
         for rs in batch.resource_spans {
-            let resource: Origin<Resource> = Arc::new((rs.resource, rs.schema_url));
+            let resource = Keyed::new(rs.resource, rs.schema_url);
             for ss in rs.scope_spans {
-                let scope: Origin<InstrumentationScope> = Arc::new((ss.scope, ss.schema_url));
+                let scope = Keyed::new(ss.scope, ss.schema_url);
                 for span in ss.spans {
                     let h = HeldSpan {
                         resource: resource.clone(),
@@ -514,11 +673,6 @@ impl TraceAssembly {
     }
 }
 
-/// The same origin: the same request's (cheap), or an equal one from another request.
-fn same<T: PartialEq>(a: &Arc<T>, b: &Arc<T>) -> bool {
-    Arc::ptr_eq(a, b) || **a == **b
-}
-
 /// The synthetic `ragwatch.analysis` span of a trace in stream mode: a child of the root carrying
 /// the root's `rag.trace.*` attributes and every finding of the trace as events.
 fn analysis_span(t: &AssembledTrace) -> Option<HeldSpan> {
@@ -580,23 +734,22 @@ fn to_requests(mode: Mode, traces: Vec<AssembledTrace>, mut late: Vec<HeldSpan>)
     let mut chunk: Vec<(Origin<Resource>, Origin<InstrumentationScope>, Vec<Span>)> = Vec::new();
     let mut chunk_spans = 0;
     for t in traces {
-        let mut groups: Vec<ScopeGroup> = Vec::new();
-        let origins = t.origins;
+        // Origins are numbered in order of first appearance: the groups, by origin, are in
+        // that order too.
+        let mut groups: Vec<Vec<Span>> = vec![Vec::new(); t.origins.len()];
         chunk_spans += t.spans.len();
         for (span, o) in t.spans.into_iter().zip(t.origin) {
-            if let Some(g) = groups.iter_mut().find(|g| g.origin == o) {
-                g.spans.push(span);
-            } else {
-                groups.push(ScopeGroup {
-                    origin: o,
-                    spans: vec![span],
-                });
+            if let Some(g) = groups.get_mut(o) {
+                g.push(span);
             }
         }
-        chunk.extend(groups.into_iter().filter_map(|g| {
-            let (r, s) = origins.get(g.origin)?;
-            Some((r.clone(), s.clone(), g.spans))
-        }));
+        chunk.extend(
+            t.origins
+                .into_iter()
+                .zip(groups)
+                .filter(|(_, spans)| !spans.is_empty())
+                .map(|((r, s), spans)| (r, s, spans)),
+        );
         if chunk_spans >= MAX_SPANS_PER_REQUEST {
             out.push(Batch::Traces(build(std::mem::take(&mut chunk).into_iter())));
             chunk_spans = 0;
@@ -619,43 +772,63 @@ const MAX_SPANS_PER_REQUEST: usize = 4096;
 /// Spans flushed per tick while memory is above the soft limit.
 const MEMORY_FLUSH_SPANS: usize = 2 * MAX_SPANS_PER_REQUEST;
 
-struct ScopeGroup {
-    origin: usize,
-    spans: Vec<Span>,
-}
-
 fn build(
     groups: impl Iterator<Item = (Origin<Resource>, Origin<InstrumentationScope>, Vec<Span>)>,
 ) -> ExportTraceServiceRequest {
     let mut req = ExportTraceServiceRequest::default();
+    // Resources, and scopes under them (resource index, scope index, scope), in order of first
+    // appearance and found by hash.
     let mut resources: Vec<Origin<Resource>> = Vec::new();
+    let mut resource_index: HashTable<usize> = HashTable::new();
+    let mut scopes: Vec<(usize, usize, Origin<InstrumentationScope>)> = Vec::new();
+    let mut scope_index: HashTable<usize> = HashTable::new();
     for (r, s, spans) in groups {
-        let ri = match resources.iter().position(|x| same(x, &r)) {
-            Some(i) => i,
+        let ri = match resource_index
+            .find(r.hash, |&i| resources.get(i).is_some_and(|x| same(x, &r)))
+        {
+            Some(&i) => i,
             None => {
-                resources.push(r.clone());
+                let i = resources.len();
                 req.resource_spans.push(ResourceSpans {
-                    resource: r.0.clone(),
-                    schema_url: r.1.clone(),
+                    resource: r.value.clone(),
+                    schema_url: r.schema_url.clone(),
                     scope_spans: Vec::new(),
                 });
-                resources.len() - 1
+                let hash = r.hash;
+                resources.push(r);
+                resource_index.insert_unique(hash, i, |&j| resources.get(j).map_or(0, |x| x.hash));
+                i
             }
         };
         let Some(rs) = req.resource_spans.get_mut(ri) else {
             continue;
         };
-        match rs
-            .scope_spans
-            .iter_mut()
-            .find(|ss| ss.scope == s.0 && ss.schema_url == s.1)
-        {
-            Some(ss) => ss.spans.extend(spans),
-            None => rs.scope_spans.push(ScopeSpans {
-                scope: s.0.clone(),
-                schema_url: s.1.clone(),
-                spans,
-            }),
+        let hash = pair_hash(ri as u64, s.hash);
+        let found = scope_index.find(hash, |&k| {
+            scopes
+                .get(k)
+                .is_some_and(|(kr, _, x)| *kr == ri && same(x, &s))
+        });
+        match found.and_then(|&k| scopes.get(k)) {
+            Some(&(_, si, _)) => {
+                if let Some(ss) = rs.scope_spans.get_mut(si) {
+                    ss.spans.extend(spans);
+                }
+            }
+            None => {
+                rs.scope_spans.push(ScopeSpans {
+                    scope: s.value.clone(),
+                    schema_url: s.schema_url.clone(),
+                    spans,
+                });
+                let k = scopes.len();
+                scopes.push((ri, rs.scope_spans.len() - 1, s));
+                scope_index.insert_unique(hash, k, |&j| {
+                    scopes
+                        .get(j)
+                        .map_or(0, |(jr, _, x)| pair_hash(*jr as u64, x.hash))
+                });
+            }
         }
     }
     req

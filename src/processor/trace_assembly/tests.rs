@@ -459,3 +459,101 @@ fn the_held_mark_is_the_lowest_mark_of_any_trace_still_held() {
     p.on_shutdown(&mut out);
     assert_eq!(p.held_mark(), None);
 }
+
+#[test]
+fn equal_origins_from_different_requests_leave_under_one_resource_and_scope() {
+    use crate::attributes::{kv_f64, kv_str};
+    let (mut p, _) = assembler(100, 100);
+    let t0 = Instant::now();
+    let resource = |weight: f64| Resource {
+        attributes: vec![kv_str("service.name", "api"), kv_f64("weight", weight)],
+        ..Default::default()
+    };
+    let one = |resource: Resource, scope: &str, span: Span| {
+        Batch::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(resource),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: scope.into(),
+                        ..Default::default()
+                    }),
+                    spans: vec![span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    };
+    let mut out = Vec::new();
+    // One trace in four requests. 0.0 and -0.0 are equal numbers (their bits differ), so the
+    // first three resources are one; NaN equals nothing, so the fourth's is another.
+    for (weight, scope, s) in [
+        (0.0, "a", span(1, 10, None, vec![])),
+        (-0.0, "b", span(1, 11, Some(10), vec![])),
+        (0.0, "a", span(1, 12, Some(10), vec![])),
+        (f64::NAN, "a", span(1, 13, Some(10), vec![])),
+    ] {
+        p.on_input(one(resource(weight), scope, s), t0, &mut out);
+    }
+    p.on_tick(t0 + Duration::from_secs(3), &mut out);
+    assert_eq!(ids(&out), vec![(1, 10), (1, 12), (1, 11), (1, 13)]);
+    let Batch::Traces(r) = &out[0] else { panic!() };
+    assert_eq!(r.resource_spans.len(), 2);
+    let scopes = |rs: &ResourceSpans| -> Vec<(String, usize)> {
+        rs.scope_spans
+            .iter()
+            .map(|ss| {
+                let name = ss
+                    .scope
+                    .as_ref()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default();
+                (name, ss.spans.len())
+            })
+            .collect()
+    };
+    assert_eq!(
+        scopes(&r.resource_spans[0]),
+        vec![("a".to_string(), 2), ("b".to_string(), 1)]
+    );
+    assert_eq!(scopes(&r.resource_spans[1]), vec![("a".to_string(), 1)]);
+    assert_eq!(r.resource_spans[0].resource, Some(resource(0.0)));
+}
+
+#[test]
+fn a_trace_from_many_services_is_grouped_by_origin_past_the_few_compared_one_by_one() {
+    let (mut p, _) = assembler(100, 100);
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    // 40 spans, each in a request of its own, from 20 services (more than FEW_ORIGINS): span
+    // i comes from svc-(i mod 20), so svc-1 has spans 1 and 21, ..., svc-0 spans 20 and 40.
+    for i in 1..=40u8 {
+        let parent = (i > 1).then_some(1);
+        p.on_input(
+            req(&format!("svc-{}", i % 20), vec![span(1, i, parent, vec![])]),
+            t0,
+            &mut out,
+        );
+    }
+    p.on_tick(t0 + Duration::from_secs(3), &mut out);
+    let want: Vec<(u8, u8)> = (1..=20u8).flat_map(|i| [(1, i), (1, i + 20)]).collect();
+    assert_eq!(ids(&out), want);
+    let Batch::Traces(r) = &out[0] else { panic!() };
+    assert_eq!(r.resource_spans.len(), 20);
+    assert!(
+        r.resource_spans
+            .iter()
+            .all(|rs| rs.scope_spans.len() == 1 && rs.scope_spans[0].spans.len() == 2)
+    );
+    assert_eq!(
+        crate::attributes::service_name(
+            &r.resource_spans[19]
+                .resource
+                .as_ref()
+                .expect("resource")
+                .attributes
+        ),
+        Some("svc-0")
+    );
+}

@@ -275,3 +275,84 @@ service:
         assert_eq!(c.page_watches(p("traces/a")), Some(false));
     }
 }
+
+#[test]
+fn compression_levels_follow_the_collectors_conventions() {
+    use crate::exporter::helper::{Compressor, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL};
+    use crate::service::registry::ExporterConfig;
+    let c = load(
+        r#"
+receivers:
+  otlp:
+exporters:
+  otlp/nine: { endpoint: http://127.0.0.1:4317, compression_params: { level: 9 } }
+  otlp/unset: { endpoint: http://127.0.0.1:4317 }
+  otlphttp/minus-one: { endpoint: http://127.0.0.1:4318, compression_params: { level: -1 } }
+  otlphttp/zero: { endpoint: http://127.0.0.1:4318, compression_params: { level: 0 } }
+  otlp/zstd: { endpoint: http://127.0.0.1:4317, compression: zstd, compression_params: { level: 19 } }
+  otlp/zstd-fast: { endpoint: http://127.0.0.1:4317, compression: zstd, compression_params: { level: -5 } }
+  otlphttp/zstd-unset: { endpoint: http://127.0.0.1:4318, compression: zstd }
+  otlphttp/none: { endpoint: http://127.0.0.1:4318, compression: none, compression_params: { level: 0 } }
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp/nine, otlp/unset, otlphttp/minus-one, otlphttp/zero, otlp/zstd, otlp/zstd-fast, otlphttp/zstd-unset, otlphttp/none]
+"#,
+    )
+    .expect("valid");
+    let compressor = |id: &str| match c.exporters.get(id) {
+        Some(ExporterConfig::Otlp(e) | ExporterConfig::OtlpHttp(e)) => e.compressor(),
+        _ => panic!("{id}"),
+    };
+    assert_eq!(DEFAULT_GZIP_LEVEL, 1);
+    assert_eq!(DEFAULT_ZSTD_LEVEL, 3);
+    for (id, want) in [
+        ("otlp/nine", Compressor::Gzip(9)),
+        ("otlp/unset", Compressor::Gzip(1)),
+        ("otlphttp/minus-one", Compressor::Gzip(1)),
+        ("otlphttp/zero", Compressor::Gzip(1)),
+        ("otlp/zstd", Compressor::Zstd(19)),
+        ("otlp/zstd-fast", Compressor::Zstd(-5)),
+        ("otlphttp/zstd-unset", Compressor::Zstd(3)),
+        ("otlphttp/none", Compressor::None),
+    ] {
+        assert_eq!(compressor(id), Ok(want), "{id}");
+    }
+
+    let p = problems(
+        r#"
+receivers:
+  otlp:
+exporters:
+  otlp/ten: { endpoint: http://127.0.0.1:4317, compression_params: { level: 10 } }
+  otlp/huffman: { endpoint: http://127.0.0.1:4317, compression: gzip, compression_params: { level: -2 } }
+  otlphttp/zstd: { endpoint: http://127.0.0.1:4318, compression: zstd, compression_params: { level: 23 } }
+  otlphttp/none: { endpoint: http://127.0.0.1:4318, compression: none, compression_params: { level: 5 } }
+  otlp/typo: { endpoint: http://127.0.0.1:4317, compression_params: { levle: 5 } }
+  otlp/text: { endpoint: http://127.0.0.1:4317, compression_params: { level: best } }
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp/ten, otlp/huffman, otlphttp/zstd, otlphttp/none, otlp/typo, otlp/text]
+"#,
+    );
+    for want in [
+        "exporters.otlp/ten.compression_params.level: gzip level 10: gzip levels are 1 (fastest) to 9 (smallest), or 0 / -1 for the default (1)",
+        "exporters.otlp/huffman.compression_params.level: gzip level -2 (Huffman-only) is not available here; gzip levels are 1 (fastest) to 9 (smallest)",
+        "exporters.otlphttp/zstd.compression_params.level: zstd level 23: zstd levels are -131072 to 22 (1 to 19 usual, negative ones faster still), or 0 for the default (3)",
+        "exporters.otlphttp/none.compression_params.level: level 5 with compression: none (there is nothing to set a level for)",
+        "exporters.otlp/typo.compression_params.levle: unknown key; expected `level`",
+        "exporters.otlp/typo.compression_params: missing field `level`",
+        "exporters.otlp/text.compression_params.level: invalid type: string \"best\", expected i32",
+        "exporters.otlp/text.compression_params: missing field `level`",
+    ] {
+        assert!(
+            p.iter().any(|l| l == want),
+            "`{want}` in:\n{}",
+            p.join("\n")
+        );
+    }
+    assert_eq!(p.len(), 8, "{}", p.join("\n"));
+}
