@@ -7,6 +7,7 @@
 
 use crate::harness;
 use crate::harness::tools::Killed;
+use crate::harness::tools::collect_exprs;
 use crate::harness::tools::tool;
 
 use std::collections::BTreeSet;
@@ -254,21 +255,6 @@ service:
         String::from_utf8_lossy(&out.stderr)
     );
     s.shutdown().await;
-}
-
-fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, x) in m {
-                match (k.as_str(), x) {
-                    ("expr", serde_json::Value::String(e)) if !e.is_empty() => out.push(e.clone()),
-                    _ => collect_exprs(x, out),
-                }
-            }
-        }
-        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_exprs(x, out)),
-        _ => {}
-    }
 }
 
 /// The metric names in a PromQL expression: identifiers of ours (rag_, ragwatch_, gen_ai_,

@@ -16,6 +16,7 @@
 
 use crate::harness;
 use crate::harness::tools::Killed;
+use crate::harness::tools::collect_exprs;
 use crate::harness::tools::tool;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -986,20 +987,5 @@ async fn three_replicas_behind_a_trace_id_partitioner_add_up_to_one_instance() {
     );
     for s in instances {
         s.shutdown().await;
-    }
-}
-
-fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, x) in m {
-                match (k.as_str(), x) {
-                    ("expr", serde_json::Value::String(e)) if !e.is_empty() => out.push(e.clone()),
-                    _ => collect_exprs(x, out),
-                }
-            }
-        }
-        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_exprs(x, out)),
-        _ => {}
     }
 }

@@ -30,3 +30,19 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// Every PromQL expression (`expr`) of a Grafana dashboard's JSON, in order.
+pub fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x) {
+                    ("expr", serde_json::Value::String(e)) if !e.is_empty() => out.push(e.clone()),
+                    _ => collect_exprs(x, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_exprs(x, out)),
+        _ => {}
+    }
+}
