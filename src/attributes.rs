@@ -63,12 +63,7 @@ pub fn service_name(resource_attrs: &[KeyValue]) -> Option<&str> {
 
 /// Lowercase hex, as trace and span ids are written in OTLP/JSON.
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    const_hex::encode(bytes)
 }
 
 /// A span's duration in seconds (0 when it ends before it starts).

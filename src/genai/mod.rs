@@ -5,6 +5,7 @@
 //!   documents, evaluations, ...) in one pass, borrowing from the span.
 //!
 //! The `genai` processor that writes all this onto spans is `processor::genai`.
+//! - [`facts`]: the facts of a batch's spans the later stages read, read once and handed along.
 //! - [`prices`]: the price table (`config/prices.yaml`, compiled in, plus user entries) and
 //!   [`PriceTable::cost`].
 //!
@@ -17,12 +18,14 @@
 //! ```
 
 pub mod aliases;
+pub mod facts;
 pub mod prices;
 pub mod view;
 
 #[cfg(test)]
 pub(crate) mod tests;
 
+pub use facts::{Facts, Names, SpanFacts};
 pub use prices::{
     Cost, CostOutcome, CostSource, PriceEntry, PriceError, PriceTable, PriceTier, SuppliedCost,
     Unpriced,

@@ -17,6 +17,7 @@ pub mod trace_assembly;
 
 use std::time::{Duration, Instant};
 
+use crate::genai::Facts;
 use crate::signal::Batch;
 
 /// One stage of a pipeline.
@@ -30,6 +31,36 @@ pub trait Processor: Send {
 
     /// Called once at shutdown: flush everything held.
     fn on_shutdown(&mut self, _out: &mut Vec<Batch>) {}
+
+    /// [`Processor::on_input`] with the GenAI facts of the batch's spans that the stages before
+    /// handed along (see `genai::facts`): a stage that reads them, or that keeps them with the
+    /// spans it holds, overrides this and passes them on with what it lets out. The default
+    /// runs `on_input` and hands nothing on (a stage may have changed the spans).
+    fn on_input_with(
+        &mut self,
+        batch: Batch,
+        _facts: Option<Facts>,
+        now: Instant,
+        out: &mut Vec<(Batch, Option<Facts>)>,
+    ) {
+        let mut plain = Vec::new();
+        self.on_input(batch, now, &mut plain);
+        out.extend(plain.into_iter().map(|b| (b, None)));
+    }
+
+    /// [`Processor::on_tick`], with the facts of what it lets out.
+    fn on_tick_with(&mut self, now: Instant, out: &mut Vec<(Batch, Option<Facts>)>) {
+        let mut plain = Vec::new();
+        self.on_tick(now, &mut plain);
+        out.extend(plain.into_iter().map(|b| (b, None)));
+    }
+
+    /// [`Processor::on_shutdown`], with the facts of what it lets out.
+    fn on_shutdown_with(&mut self, out: &mut Vec<(Batch, Option<Facts>)>) {
+        let mut plain = Vec::new();
+        self.on_shutdown(&mut plain);
+        out.extend(plain.into_iter().map(|b| (b, None)));
+    }
 
     /// How often `on_tick` should run; None for a stage that holds nothing.
     fn tick_interval(&self) -> Option<Duration> {
@@ -97,6 +128,22 @@ pub fn run_chain_marked(
     batches: Vec<Marked>,
     now: Instant,
 ) -> Vec<Marked> {
+    let batches = batches.into_iter().map(|(b, m)| (b, m, None)).collect();
+    run_with_facts(chain, batches, now)
+        .into_iter()
+        .map(|(b, m, _)| (b, m))
+        .collect()
+}
+
+/// A batch in a chain: its mark and the facts handed along with it.
+type InFlight = (Batch, Option<u64>, Option<Facts>);
+
+/// [`run_chain_marked`], handing each batch's facts from stage to stage.
+fn run_with_facts(
+    chain: &mut [Box<dyn Processor>],
+    batches: Vec<InFlight>,
+    now: Instant,
+) -> Vec<InFlight> {
     let mut cur = batches;
     for stage in chain.iter_mut() {
         if cur.is_empty() {
@@ -104,11 +151,11 @@ pub fn run_chain_marked(
         }
         let mut next = Vec::with_capacity(cur.len());
         let mut out = Vec::new();
-        for (b, mark) in cur {
+        for (b, mark, facts) in cur {
             let out_mark = lowest(mark, stage.held_mark());
             stage.input_mark(mark);
-            stage.on_input(b, now, &mut out);
-            next.extend(out.drain(..).map(|b| (b, out_mark)));
+            stage.on_input_with(b, facts, now, &mut out);
+            next.extend(out.drain(..).map(|(b, f)| (b, out_mark, f)));
         }
         cur = next;
     }
@@ -126,13 +173,13 @@ pub fn tick_chain_marked(chain: &mut [Box<dyn Processor>], now: Instant) -> Vec<
     for i in 0..chain.len() {
         let mut out = Vec::new();
         let mark = chain[i].held_mark();
-        chain[i].on_tick(now, &mut out);
+        chain[i].on_tick_with(now, &mut out);
         if !out.is_empty() {
-            let out = out.into_iter().map(|b| (b, mark)).collect();
-            released.extend(run_chain_marked(&mut chain[i + 1..], out, now));
+            let out = out.into_iter().map(|(b, f)| (b, mark, f)).collect();
+            released.extend(run_with_facts(&mut chain[i + 1..], out, now));
         }
     }
-    released
+    released.into_iter().map(|(b, m, _)| (b, m)).collect()
 }
 
 /// Flush every stage, first to last, each flush going through the stages after it.
@@ -146,11 +193,11 @@ pub fn shutdown_chain_marked(chain: &mut [Box<dyn Processor>], now: Instant) -> 
     for i in 0..chain.len() {
         let mut out = Vec::new();
         let mark = chain[i].held_mark();
-        chain[i].on_shutdown(&mut out);
+        chain[i].on_shutdown_with(&mut out);
         if !out.is_empty() {
-            let out = out.into_iter().map(|b| (b, mark)).collect();
-            released.extend(run_chain_marked(&mut chain[i + 1..], out, now));
+            let out = out.into_iter().map(|(b, f)| (b, mark, f)).collect();
+            released.extend(run_with_facts(&mut chain[i + 1..], out, now));
         }
     }
-    released
+    released.into_iter().map(|(b, m, _)| (b, m)).collect()
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use lru::LruCache;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -28,6 +29,7 @@ use crate::attributes::{duration_secs as secs, get_f64, get_str, hex, is_error, 
 use crate::config::{Problems, Validate};
 use crate::derived::DerivedMetrics;
 use crate::findings::{Finding, Findings, Severity};
+use crate::genai::{Facts, Names};
 use crate::names::attrs as a;
 use crate::processor::Processor;
 use crate::signal::Batch;
@@ -417,8 +419,14 @@ impl AnomalyProcessor {
     }
 
     /// Judge one trace; mark its spans and publish a finding when it is anomalous.
-    fn judge(&mut self, spans: &mut [(&str, &mut Span)], service: &str, now: Instant) -> Verdict {
-        let m = measure(spans, service);
+    fn judge(
+        &mut self,
+        spans: &mut [(&str, &mut Span)],
+        service: &str,
+        facts: &Facts,
+        now: Instant,
+    ) -> Verdict {
+        let m = measure(spans, service, facts);
         let (verdict, marks) = self.decide(m, now);
         mark(spans, marks);
         verdict
@@ -535,9 +543,10 @@ impl AnomalyProcessor {
     pub fn process(&mut self, batch: &mut Batch, now: Instant) -> Vec<Verdict> {
         let mut out = Vec::new();
         if let Batch::Traces(r) = batch {
+            let facts = read_facts(r, None, &mut Names::default());
             for mut t in group_by_trace(r) {
                 let service = t.service;
-                out.push(self.judge(&mut t.spans, service, now));
+                out.push(self.judge(&mut t.spans, service, &facts, now));
             }
         }
         out
@@ -642,7 +651,7 @@ fn in_agent_run(spans: &[(&str, &mut Span)]) -> Vec<bool> {
 
 /// What one trace gives the detectors, in the order they are fed: read from the spans alone
 /// (no detector state), so a shard computes it without holding the shared detectors.
-fn measure(spans: &[(&str, &mut Span)], service: &str) -> Measures {
+fn measure(spans: &[(&str, &mut Span)], service: &str, facts: &Facts) -> Measures {
     let mut obs = Measures::default();
     let root = spans.iter().position(|(_, s)| s.parent_span_id.is_empty());
     obs.trace_id = spans
@@ -662,7 +671,7 @@ fn measure(spans: &[(&str, &mut Span)], service: &str) -> Measures {
     let request_model = spans
         .iter()
         .filter(|(_, s)| get_str(&s.attributes, a::RAG_STAGE) == Some("llm") && !is_error(s))
-        .find_map(|(_, s)| crate::genai::view(s).model().map(str::to_string))
+        .find_map(|(_, s)| facts.of(s).model.as_deref().map(str::to_string))
         .unwrap_or_default();
     let service_key = Key {
         service: service.to_string(),
@@ -702,15 +711,15 @@ fn measure(spans: &[(&str, &mut Span)], service: &str) -> Measures {
         let Some(stage) = get_str(&s.attributes, a::RAG_STAGE) else {
             continue;
         };
-        let v = crate::genai::view(s);
+        let v = facts.of(s);
         // Agents and tools are keyed by their name, as model calls by their model.
         let key = Key {
             service: svc.to_string(),
             stage: stage.to_string(),
             model: match stage {
-                "agent" => v.agent_name,
-                "tool" => v.tool_name,
-                _ => v.model(),
+                "agent" => v.agent_name.as_deref(),
+                "tool" => v.tool_name.as_deref(),
+                _ => v.model.as_deref(),
             }
             .unwrap_or_default()
             .to_string(),
@@ -731,7 +740,7 @@ fn measure(spans: &[(&str, &mut Span)], service: &str) -> Measures {
         let ttft = get_f64(&s.attributes, a::LLM_TTFT_MS)
             .map(|ms| ms / 1000.0)
             .or_else(|| v.time_to_first_token.map(|d| d.as_secs_f64()));
-        let (tin, tout) = (v.tokens.input, v.tokens.output);
+        let (tin, tout) = (v.input_tokens, v.output_tokens);
         let is_llm = stage == "llm";
         obs.add(i, &key, Signal::StageLatency, dur);
         if is_llm {
@@ -784,6 +793,40 @@ impl Processor for AnomalyProcessor {
         self.process(&mut batch, now);
         out.push(batch);
     }
+
+    /// Reads the facts handed along (the view only of spans without), and hands them on.
+    fn on_input_with(
+        &mut self,
+        mut batch: Batch,
+        facts: Option<Facts>,
+        now: Instant,
+        out: &mut Vec<(Batch, Option<Facts>)>,
+    ) {
+        let facts = match &mut batch {
+            Batch::Traces(r) => {
+                let facts = read_facts(r, facts, &mut Names::default());
+                for mut t in group_by_trace(r) {
+                    let service = t.service;
+                    self.judge(&mut t.spans, service, &facts, now);
+                }
+                Some(facts)
+            }
+            _ => facts,
+        };
+        out.push((batch, facts));
+    }
+}
+
+/// The facts of every span of `r`: those handed along, the others read now.
+fn read_facts(r: &ExportTraceServiceRequest, facts: Option<Facts>, names: &mut Names) -> Facts {
+    let mut facts = facts.unwrap_or_default();
+    let all = r
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans);
+    facts.fill(all, names);
+    facts
 }
 
 /// The anomaly stage of one shard of a pipeline. The detectors are one for the whole pipeline
@@ -791,36 +834,64 @@ impl Processor for AnomalyProcessor {
 /// takes the lock once per batch only to feed the measures to the detectors in order, and
 /// writes the verdicts' marks on its spans after letting go. (A lock around the whole stage
 /// made the shards wait on each other's attribute reading and GenAI views.)
-pub struct AnomalyShard(Arc<std::sync::Mutex<AnomalyProcessor>>);
+pub struct AnomalyShard {
+    state: Arc<std::sync::Mutex<AnomalyProcessor>>,
+    /// Names shared by the facts this shard reads itself (spans that came without).
+    names: Names,
+}
 
 impl AnomalyShard {
     pub fn new(p: AnomalyProcessor) -> Self {
-        AnomalyShard(Arc::new(std::sync::Mutex::new(p)))
+        AnomalyShard {
+            state: Arc::new(std::sync::Mutex::new(p)),
+            names: Names::default(),
+        }
     }
 }
 
 impl Processor for AnomalyShard {
-    fn on_input(&mut self, mut batch: Batch, now: Instant, out: &mut Vec<Batch>) {
-        if let Batch::Traces(r) = &mut batch {
-            let mut traces = group_by_trace(r);
-            let measures: Vec<Measures> = traces
-                .iter()
-                .map(|t| measure(&t.spans, t.service))
-                .collect();
-            let marks: Vec<Vec<Mark>> = {
-                // A panic elsewhere while holding the lock must not stop the pipeline.
-                let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
-                measures.into_iter().map(|m| p.decide(m, now).1).collect()
-            };
-            for (t, m) in traces.iter_mut().zip(marks) {
-                mark(&mut t.spans, m);
+    fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
+        let mut with = Vec::new();
+        self.on_input_with(batch, None, now, &mut with);
+        out.extend(with.into_iter().map(|(b, _)| b));
+    }
+
+    /// Reads the facts handed along (the view only of spans without), and hands them on.
+    fn on_input_with(
+        &mut self,
+        mut batch: Batch,
+        facts: Option<Facts>,
+        now: Instant,
+        out: &mut Vec<(Batch, Option<Facts>)>,
+    ) {
+        let facts = match &mut batch {
+            Batch::Traces(r) => {
+                let facts = read_facts(r, facts, &mut self.names);
+                let mut traces = group_by_trace(r);
+                let measures: Vec<Measures> = traces
+                    .iter()
+                    .map(|t| measure(&t.spans, t.service, &facts))
+                    .collect();
+                let marks: Vec<Vec<Mark>> = {
+                    // A panic elsewhere while holding the lock must not stop the pipeline.
+                    let mut p = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                    measures.into_iter().map(|m| p.decide(m, now).1).collect()
+                };
+                for (t, m) in traces.iter_mut().zip(marks) {
+                    mark(&mut t.spans, m);
+                }
+                Some(facts)
             }
-        }
-        out.push(batch);
+            _ => facts,
+        };
+        out.push((batch, facts));
     }
 
     fn share(&self) -> Option<Box<dyn Processor>> {
-        Some(Box::new(AnomalyShard(self.0.clone())))
+        Some(Box::new(AnomalyShard {
+            state: self.state.clone(),
+            names: Names::default(),
+        }))
     }
 }
 

@@ -16,6 +16,7 @@ use crate::config::{Problems, Validate};
 use crate::derived::DerivedMetrics;
 use crate::derived::defs as m;
 use crate::genai::aliases::{Status, canonical_provider};
+use crate::genai::facts::{Facts, Names, SpanFacts};
 use crate::genai::prices::{
     CostOutcome, CostSource, PriceEntry, PriceTable, SuppliedCost, Unpriced,
 };
@@ -117,6 +118,8 @@ pub struct GenAiProcessor {
     prices: Arc<PriceTable>,
     metrics: Arc<DerivedMetrics>,
     vectors_dropped: prometheus_client::metrics::counter::Counter,
+    /// Model, agent and tool names shared by the facts handed to the stages after.
+    names: Names,
 }
 
 impl GenAiProcessor {
@@ -128,6 +131,7 @@ impl GenAiProcessor {
             prices: Arc::new(prices),
             metrics,
             vectors_dropped: Default::default(),
+            names: Names::default(),
         })
     }
 
@@ -139,6 +143,18 @@ impl GenAiProcessor {
 
     /// Enrich one span in place and record its metrics.
     pub fn enrich(&self, span: &mut Span, service: &str, now: Instant) {
+        self.enrich_noting(span, service, now, None);
+    }
+
+    /// [`GenAiProcessor::enrich`], noting the span's facts (read from the view it reads anyway)
+    /// in `facts` for the stages after.
+    fn enrich_noting(
+        &self,
+        span: &mut Span,
+        service: &str,
+        now: Instant,
+        facts: Option<(&mut Facts, &mut Names)>,
+    ) {
         if self.config.drop_embedding_vectors {
             self.vectors_dropped
                 .inc_by(vectors::drop_embedding_vectors(span));
@@ -152,6 +168,9 @@ impl GenAiProcessor {
         let mut overflow: Option<String> = None;
         {
             let v = view(span);
+            if let Some((facts, names)) = facts {
+                facts.insert(span, SpanFacts::from_view(&v, names));
+            }
             let has = |k: &str| span.attributes.iter().any(|kv| kv.key == k);
             self.record_span_metrics(span, &v, service, now);
             if let Some(stage) = v.stage {
@@ -380,10 +399,19 @@ impl GenAiProcessor {
     }
 
     fn on_traces(
-        &self,
+        &mut self,
         r: &mut opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
         now: Instant,
-    ) {
+    ) -> Facts {
+        let spans = r
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum();
+        let mut facts = Facts::with_capacity(spans);
+        // Taken out for the loop (the enrichment borrows the rest of `self`).
+        let mut names = std::mem::take(&mut self.names);
         for rs in &mut r.resource_spans {
             let service = rs
                 .resource
@@ -393,10 +421,12 @@ impl GenAiProcessor {
                 .to_string();
             for ss in &mut rs.scope_spans {
                 for span in &mut ss.spans {
-                    self.enrich(span, &service, now);
+                    self.enrich_noting(span, &service, now, Some((&mut facts, &mut names)));
                 }
             }
         }
+        self.names = names;
+        facts
     }
 
     fn on_logs(
@@ -417,11 +447,40 @@ impl GenAiProcessor {
 impl Processor for GenAiProcessor {
     fn on_input(&mut self, mut batch: Batch, now: Instant, out: &mut Vec<Batch>) {
         match &mut batch {
-            Batch::Traces(r) => self.on_traces(r, now),
+            Batch::Traces(r) => {
+                self.on_traces(r, now);
+            }
             Batch::Logs(r) if self.config.redact_content => self.on_logs(r),
             _ => {}
         }
         out.push(batch);
+    }
+
+    /// The facts read from each span's view go on with the batch: the stages after read them
+    /// instead of the view.
+    fn on_input_with(
+        &mut self,
+        mut batch: Batch,
+        facts: Option<Facts>,
+        now: Instant,
+        out: &mut Vec<(Batch, Option<Facts>)>,
+    ) {
+        let facts = match &mut batch {
+            Batch::Traces(r) => {
+                let mut mine = self.on_traces(r, now);
+                // Spans a ragwatch before this one enriched already keep what was handed.
+                if let Some(before) = facts {
+                    mine.extend(before);
+                }
+                Some(mine)
+            }
+            Batch::Logs(r) if self.config.redact_content => {
+                self.on_logs(r);
+                facts
+            }
+            _ => facts,
+        };
+        out.push((batch, facts));
     }
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::attributes::{get_f64, put};
 use crate::config::{Problems, Validate};
 use crate::derived::DerivedMetrics;
-use crate::genai::view;
+use crate::genai::{Facts, Names};
 use crate::names::attrs as a;
 use crate::processor::Processor;
 use crate::signal::Batch;
@@ -154,11 +154,17 @@ pub mod flag {
 pub struct QualityProcessor {
     config: QualityConfig,
     derived: Arc<DerivedMetrics>,
+    /// Names shared by the facts this stage reads itself (spans that came without).
+    names: Names,
 }
 
 impl QualityProcessor {
     pub fn new(config: QualityConfig, derived: Arc<DerivedMetrics>) -> Self {
-        QualityProcessor { config, derived }
+        QualityProcessor {
+            config,
+            derived,
+            names: Names::default(),
+        }
     }
 
     fn normalise_score(&self, s: f64) -> f64 {
@@ -191,7 +197,7 @@ impl QualityProcessor {
     }
 
     /// Score one whole trace, writing on its root.
-    fn score(&self, service: &str, spans: &mut [&mut Span], now: Instant) {
+    fn score(&self, service: &str, spans: &mut [&mut Span], facts: &Facts, now: Instant) {
         let Some(root) = spans.iter().position(|s| s.parent_span_id.is_empty()) else {
             return;
         };
@@ -202,7 +208,7 @@ impl QualityProcessor {
         let mut answer: Option<(u64, f64, Vec<&'static str>)> = None;
         let mut answer_text: Option<(u64, String)> = None;
         for s in spans.iter() {
-            let v = view(s);
+            let v = facts.of(s);
             if v.stage == Some(Stage::Retrieval) {
                 let top_k = self
                     .config
@@ -211,7 +217,7 @@ impl QualityProcessor {
                     .find_map(|k| get_f64(&s.attributes, k).or_else(|| str_num(&s.attributes, k)))
                     .filter(|k| *k >= 1.0);
                 if has_documents_record(s) {
-                    let n = v.documents.len().max(indexed_documents(s)) as f64;
+                    let n = v.documents.max(indexed_documents(s)) as f64;
                     if n == 0.0 {
                         empty_retrieval = true;
                         coverage.push(0.0);
@@ -225,22 +231,16 @@ impl QualityProcessor {
             }
             if v.stage == Some(Stage::Retrieval) || v.stage == Some(Stage::Rerank) {
                 let scores: Vec<f64> = v
-                    .documents
+                    .document_scores
                     .iter()
-                    .filter_map(|d| d.score)
-                    .map(|x| self.normalise_score(x))
+                    .map(|x| self.normalise_score(*x))
                     .collect();
                 if let Some(top) = scores.iter().copied().reduce(f64::max) {
                     tops.push(top);
                 }
                 all.extend(scores);
             }
-            evals.extend(
-                v.evaluations
-                    .iter()
-                    .filter_map(|e| e.score)
-                    .map(|x| x.clamp(0.0, 1.0)),
-            );
+            evals.extend(v.evaluation_scores.iter().map(|x| x.clamp(0.0, 1.0)));
             if v.stage == Some(Stage::Llm)
                 && answer
                     .as_ref()
@@ -250,13 +250,10 @@ impl QualityProcessor {
                 if v.error {
                     flags.push(flag::ERROR);
                 }
-                if v.finish_reasons
-                    .iter()
-                    .any(|r| *r == "length" || *r == "max_tokens")
-                {
+                if v.truncated {
                     flags.push(flag::TRUNCATED);
                 }
-                if v.finish_reasons.contains(&"content_filter") {
+                if v.content_filtered {
                     flags.push(flag::CONTENT_FILTER);
                 }
                 let text = output_text(s);
@@ -464,14 +461,39 @@ fn mean(v: &[f64]) -> Option<f64> {
 }
 
 impl Processor for QualityProcessor {
-    fn on_input(&mut self, mut batch: Batch, now: Instant, out: &mut Vec<Batch>) {
-        if let Batch::Traces(r) = &mut batch {
-            for mut t in crate::trace::group_by_trace(r) {
-                let mut spans: Vec<&mut Span> = t.spans.iter_mut().map(|(_, s)| &mut **s).collect();
-                self.score(t.service, &mut spans, now);
+    fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
+        let mut with = Vec::new();
+        self.on_input_with(batch, None, now, &mut with);
+        out.extend(with.into_iter().map(|(b, _)| b));
+    }
+
+    /// Reads the facts handed along (the view only of spans without), and hands them on.
+    fn on_input_with(
+        &mut self,
+        mut batch: Batch,
+        facts: Option<Facts>,
+        now: Instant,
+        out: &mut Vec<(Batch, Option<Facts>)>,
+    ) {
+        let facts = match &mut batch {
+            Batch::Traces(r) => {
+                let mut facts = facts.unwrap_or_default();
+                let all = r
+                    .resource_spans
+                    .iter()
+                    .flat_map(|rs| &rs.scope_spans)
+                    .flat_map(|ss| &ss.spans);
+                facts.fill(all, &mut self.names);
+                for mut t in crate::trace::group_by_trace(r) {
+                    let mut spans: Vec<&mut Span> =
+                        t.spans.iter_mut().map(|(_, s)| &mut **s).collect();
+                    self.score(t.service, &mut spans, &facts, now);
+                }
+                Some(facts)
             }
-        }
-        out.push(batch);
+            _ => facts,
+        };
+        out.push((batch, facts));
     }
 }
 

@@ -6,6 +6,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use super::*;
 use crate::attributes::{kv, kv_f64, kv_str};
 use crate::derived::Limits;
+use crate::genai::SpanFacts;
 
 fn span(id: u8, parent: Option<u8>, attributes: Vec<KeyValue>, events: Vec<Event>) -> Span {
     Span {
@@ -363,4 +364,149 @@ fn an_agent_stopped_at_its_limit_did_not_answer() {
     );
     let (root, _) = run(QualityConfig::default(), trace_with("ok"));
     assert_eq!(q(&root, "answer"), Some(1.0));
+}
+
+/// A stage that keeps the facts handed to it.
+struct Probe(Arc<std::sync::Mutex<Vec<Option<Facts>>>>);
+
+impl Processor for Probe {
+    fn on_input(&mut self, batch: Batch, _now: Instant, out: &mut Vec<Batch>) {
+        out.push(batch);
+    }
+
+    fn on_input_with(
+        &mut self,
+        batch: Batch,
+        facts: Option<Facts>,
+        _now: Instant,
+        out: &mut Vec<(Batch, Option<Facts>)>,
+    ) {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.push(facts.clone());
+        }
+        out.push((batch, facts));
+    }
+}
+
+fn request(spans: Vec<Span>) -> Batch {
+    Batch::Traces(ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+#[test]
+fn facts_read_by_genai_cross_trace_assembly_to_the_stages_after() {
+    use crate::processor::genai::{GenAiConfig, GenAiProcessor};
+    use crate::processor::trace_assembly::{
+        AssemblyCounters, Mode, TraceAssembly, TraceAssemblyConfig,
+    };
+    use crate::processor::{run_chain, shutdown_chain, tick_chain};
+    let d = Arc::new(DerivedMetrics::new(
+        crate::derived::defs::DEFS,
+        Limits::default(),
+    ));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut chain: Vec<Box<dyn Processor>> = vec![
+        Box::new(GenAiProcessor::new(GenAiConfig::default(), d.clone()).expect("genai")),
+        Box::new(TraceAssembly::new(
+            TraceAssemblyConfig {
+                mode: Mode::Hold,
+                wait_after_root: std::time::Duration::from_secs(1),
+                ..TraceAssemblyConfig::default()
+            },
+            Vec::new(),
+            AssemblyCounters::default(),
+        )),
+        Box::new(Probe(seen.clone())),
+    ];
+    let mut llm = trace().remove(2);
+    llm.attributes
+        .push(kv("gen_ai.usage.input_tokens", Value::IntValue(120)));
+    llm.attributes
+        .push(kv("gen_ai.usage.output_tokens", Value::IntValue(30)));
+    let t0 = Instant::now();
+    // The trace comes in two requests; trace assembly holds the first until the root is in.
+    let (root, retrieval) = {
+        let mut t = trace();
+        let r = t.remove(1);
+        (t.remove(0), r)
+    };
+    let mut out = run_chain(&mut chain, vec![request(vec![retrieval, llm])], t0);
+    out.extend(run_chain(&mut chain, vec![request(vec![root])], t0));
+    assert!(out.is_empty(), "held until a second after the root");
+    out.extend(tick_chain(
+        &mut chain,
+        t0 + std::time::Duration::from_secs(2),
+    ));
+    out.extend(shutdown_chain(&mut chain, t0));
+    assert_eq!(out.iter().map(Batch::item_count).sum::<usize>(), 3);
+    let seen = seen.lock().expect("probe");
+    assert_eq!(seen.len(), 1, "one request left trace assembly");
+    let facts = seen[0].as_ref().expect("facts handed along");
+    let span = |id: u8| Span {
+        trace_id: vec![1; 16],
+        span_id: vec![id; 8],
+        ..Default::default()
+    };
+    assert_eq!(facts.len(), 3, "every span's facts, the plain root's too");
+    let root = facts.get(&span(1)).expect("root");
+    assert_eq!(root.stage, None, "the root is no GenAI span");
+    let retrieval = facts.get(&span(2)).expect("retrieval");
+    assert_eq!(retrieval.stage, Some(Stage::Retrieval));
+    assert_eq!(retrieval.documents, 2);
+    assert_eq!(&*retrieval.document_scores, &[0.9, 0.5]);
+    let llm = facts.get(&span(3)).expect("llm");
+    assert_eq!(llm.stage, Some(Stage::Llm));
+    assert_eq!(llm.model.as_deref(), Some("gpt-4o-mini"));
+    assert_eq!((llm.input_tokens, llm.output_tokens), (Some(120), Some(30)));
+    assert!(llm.truncated, "finish reason length");
+    assert!(!llm.content_filtered);
+}
+
+#[test]
+fn quality_judges_by_the_facts_handed_to_it_and_reads_the_others() {
+    let d = Arc::new(DerivedMetrics::new(
+        crate::derived::defs::DEFS,
+        Limits::default(),
+    ));
+    let mut p = QualityProcessor::new(QualityConfig::default(), d);
+    // The spans say the answer was cut (finish reason `length`) and the documents scored 0.9
+    // and 0.5; the facts handed along say the answer came whole, and give the retrieval one
+    // document of 0.3. The stage believes the facts (read once, upstream) and reads the view
+    // only of the root, which came without.
+    let mut facts = Facts::default();
+    let mut names = Names::default();
+    let spans = trace();
+    let mut llm = SpanFacts::read(&spans[2], &mut names);
+    llm.truncated = false;
+    facts.insert(&spans[2], llm);
+    let mut retrieval = SpanFacts::read(&spans[1], &mut names);
+    retrieval.documents = 1;
+    retrieval.document_scores = vec![0.3].into();
+    facts.insert(&spans[1], retrieval);
+    let mut out = Vec::new();
+    p.on_input_with(request(spans), Some(facts), Instant::now(), &mut out);
+    let Some((Batch::Traces(r), Some(facts))) = out.pop() else {
+        panic!("traces out, with their facts")
+    };
+    let root = &r.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(
+        q(root, "answer"),
+        Some(1.0),
+        "not truncated, as the facts say"
+    );
+    assert_eq!(q(root, "retrieval_top"), Some(0.3));
+    assert_eq!(q(root, "retrieval_mean"), Some(0.3));
+    assert_eq!(
+        q(root, "evaluation"),
+        Some(0.8),
+        "the root's own, read from its view"
+    );
+    assert_eq!(facts.len(), 3, "the root's facts were read and go on");
 }

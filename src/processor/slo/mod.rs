@@ -11,6 +11,7 @@
 pub mod burning;
 pub mod window;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,6 +24,7 @@ use crate::config::{Problems, Validate, duration};
 use crate::derived::DerivedMetrics;
 use crate::derived::defs as m;
 use crate::findings::{Finding, Findings, Severity};
+use crate::genai::{Facts, Names, SpanFacts};
 use crate::names::attrs as a;
 use crate::processor::Processor;
 use crate::signal::Batch;
@@ -455,12 +457,12 @@ impl SloProcessor {
     }
 
     /// The events a trace gives each SLO.
-    fn events(&self, t: &TraceSpans<'_>, out: &mut Vec<Event>) {
-        events(&self.config.slos, &self.thresholds, t, out);
+    fn events(&self, t: &TraceSpans<'_>, facts: Option<&Facts>, out: &mut Vec<Event>) {
+        events(&self.config.slos, &self.thresholds, t, facts, out);
     }
 
-    fn spend(&mut self, t: &TraceSpans<'_>, now: Instant) {
-        let spends = spends(t, self.budgets_by_model());
+    fn spend(&mut self, t: &TraceSpans<'_>, facts: Option<&Facts>, now: Instant) {
+        let spends = spends(t, self.budgets_by_model(), facts);
         self.apply_spends(spends, now);
     }
 
@@ -472,7 +474,13 @@ impl SloProcessor {
 
 /// The events a trace gives each SLO: read from the spans and the SLOs' settings alone, so a
 /// shard computes them without holding the shared windows.
-fn events(slos: &[SloConfig], thresholds: &[f64], t: &TraceSpans<'_>, out: &mut Vec<Event>) {
+fn events(
+    slos: &[SloConfig],
+    thresholds: &[f64],
+    t: &TraceSpans<'_>,
+    facts: Option<&Facts>,
+    out: &mut Vec<Event>,
+) {
     let root = t.root().map(|i| &*t.spans[i].1);
     let trace = t
         .spans
@@ -484,7 +492,7 @@ fn events(slos: &[SloConfig], thresholds: &[f64], t: &TraceSpans<'_>, out: &mut 
         t.spans
             .iter()
             .find(|(_, s)| stage_of(s) == Some("llm"))
-            .and_then(|(_, s)| model_of(s))
+            .and_then(|(_, s)| model_of(s, facts))
     };
     for (i, slo) in slos.iter().enumerate() {
         let Some(&threshold) = thresholds.get(i) else {
@@ -517,7 +525,7 @@ fn events(slos: &[SloConfig], thresholds: &[f64], t: &TraceSpans<'_>, out: &mut 
                     continue;
                 }
                 if let Some(ms) = get_f64(&s.attributes, a::LLM_TTFT_MS) {
-                    push(service, s, &|| model_of(s), ms / 1000.0 <= threshold);
+                    push(service, s, &|| model_of(s, facts), ms / 1000.0 <= threshold);
                 }
             }
             continue;
@@ -557,7 +565,7 @@ fn events(slos: &[SloConfig], thresholds: &[f64], t: &TraceSpans<'_>, out: &mut 
                 if stage_of(s) == Some(slo.over.as_str())
                     && let Some(good) = judge(s, false)
                 {
-                    push(service, s, &|| model_of(s), good);
+                    push(service, s, &|| model_of(s, facts), good);
                 }
             }
         }
@@ -825,7 +833,7 @@ struct Spend {
 
 /// What a trace spends: each span's cost with its service (and model, when a budget is split
 /// by model).
-fn spends(t: &TraceSpans<'_>, by_model: bool) -> Vec<Spend> {
+fn spends(t: &TraceSpans<'_>, by_model: bool, facts: Option<&Facts>) -> Vec<Spend> {
     t.spans
         .iter()
         .filter_map(|(service, s)| {
@@ -833,7 +841,7 @@ fn spends(t: &TraceSpans<'_>, by_model: bool) -> Vec<Spend> {
             Some(Spend {
                 service: service.to_string(),
                 cost,
-                model: if by_model { model_of(s) } else { None },
+                model: if by_model { model_of(s, facts) } else { None },
             })
         })
         .collect()
@@ -845,29 +853,46 @@ fn stage_of(s: &Span) -> Option<&str> {
 
 /// What `by: model` splits by: a model call's model; an agent run's agent, a tool call's tool
 /// (so agents and tools get SLOs of their own as model calls do).
-fn model_of(s: &Span) -> Option<String> {
-    let v = crate::genai::view(s);
-    match v.stage {
-        Some(crate::stage::Stage::Agent) => v.agent_name,
-        Some(crate::stage::Stage::Tool) => v.tool_name,
-        _ => v.model(),
+fn model_of(s: &Span, facts: Option<&Facts>) -> Option<String> {
+    let f = match facts {
+        Some(facts) => facts.of(s),
+        None => Cow::Owned(SpanFacts::read(s, &mut Names::default())),
+    };
+    match f.stage {
+        Some(crate::stage::Stage::Agent) => f.agent_name.as_deref(),
+        Some(crate::stage::Stage::Tool) => f.tool_name.as_deref(),
+        _ => f.model.as_deref(),
     }
     .map(str::to_string)
 }
 
 impl Processor for SloProcessor {
-    fn on_input(&mut self, mut batch: Batch, now: Instant, out: &mut Vec<Batch>) {
+    fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
+        let mut with = Vec::new();
+        self.on_input_with(batch, None, now, &mut with);
+        out.extend(with.into_iter().map(|(b, _)| b));
+    }
+
+    /// Reads models from the facts handed along (when an SLO or budget is split by model),
+    /// and hands them on.
+    fn on_input_with(
+        &mut self,
+        mut batch: Batch,
+        facts: Option<Facts>,
+        now: Instant,
+        out: &mut Vec<(Batch, Option<Facts>)>,
+    ) {
         if let Batch::Traces(r) = &mut batch {
             let mut events = Vec::new();
             for t in group_by_trace(r) {
-                self.events(&t, &mut events);
-                self.spend(&t, now);
+                self.events(&t, facts.as_ref(), &mut events);
+                self.spend(&t, facts.as_ref(), now);
             }
             self.record_all(events, Vec::new(), now);
         } else {
             self.record_all(Vec::new(), Vec::new(), now);
         }
-        out.push(batch);
+        out.push((batch, facts));
     }
 
     fn on_tick(&mut self, now: Instant, _out: &mut Vec<Batch>) {
@@ -911,16 +936,29 @@ impl SloShard {
 }
 
 impl Processor for SloShard {
-    fn on_input(&mut self, mut batch: Batch, now: Instant, out: &mut Vec<Batch>) {
+    fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
+        let mut with = Vec::new();
+        self.on_input_with(batch, None, now, &mut with);
+        out.extend(with.into_iter().map(|(b, _)| b));
+    }
+
+    /// As [`SloProcessor`]'s: models from the facts handed along, which go on.
+    fn on_input_with(
+        &mut self,
+        mut batch: Batch,
+        facts: Option<Facts>,
+        now: Instant,
+        out: &mut Vec<(Batch, Option<Facts>)>,
+    ) {
         let (mut found, mut spent) = (Vec::new(), Vec::new());
         if let Batch::Traces(r) = &mut batch {
             for t in group_by_trace(r) {
-                events(&self.slos, &self.thresholds, &t, &mut found);
-                spent.extend(spends(&t, self.by_model));
+                events(&self.slos, &self.thresholds, &t, facts.as_ref(), &mut found);
+                spent.extend(spends(&t, self.by_model, facts.as_ref()));
             }
         }
         self.with(|p| p.record_all(found, spent, now));
-        out.push(batch);
+        out.push((batch, facts));
     }
 
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {

@@ -26,6 +26,7 @@ pub use events::AssemblyCounters;
 use events::{HeldBytesOverLimit, LateSpan, MemoryFlush, TraceFlushed, TraceHeld};
 
 use crate::config::{Problems, Validate, duration};
+use crate::genai::{Facts, SpanFacts};
 use crate::processor::Processor;
 use crate::signal::Batch;
 
@@ -258,6 +259,12 @@ fn same<T: PartialEq>(a: &Origin<T>, b: &Origin<T>) -> bool {
 /// (no table to build).
 const FEW_ORIGINS: usize = 16;
 
+/// Attributes the analyzers (and the quality stage after them) add to a root at most, about:
+/// the summary, the time per stage on the path, the bottleneck, the quality signals.
+const ROOT_ATTRIBUTES_ADDED: usize = 32;
+/// Attributes they add to any other span: self time, the critical path's three, a bottleneck.
+const SPAN_ATTRIBUTES_ADDED: usize = 6;
+
 /// Two hashes as one (for a resource and scope pair).
 fn pair_hash(a: u64, b: u64) -> u64 {
     a.rotate_left(29) ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -268,6 +275,8 @@ struct HeldSpan {
     resource: Origin<Resource>,
     scope: Origin<InstrumentationScope>,
     span: Span,
+    /// The span's GenAI facts handed along by the stages before (genai), kept with it.
+    facts: Option<SpanFacts>,
 }
 
 /// One trace as it is flushed: its spans with their resource and scope.
@@ -277,6 +286,8 @@ pub struct AssembledTrace {
     /// Per span: index into `origins`.
     origin: Vec<usize>,
     origins: Vec<(Origin<Resource>, Origin<InstrumentationScope>)>,
+    /// Per span: its facts, when they were handed along.
+    facts: Vec<Option<SpanFacts>>,
     /// Whether the root span (a span without a parent) is present.
     pub has_root: bool,
     /// Why it was flushed.
@@ -446,6 +457,7 @@ impl TraceAssembly {
             |(r, s): &(Origin<Resource>, Origin<InstrumentationScope>)| pair_hash(r.hash, s.hash);
         let mut origin = Vec::with_capacity(held.spans.len());
         let mut spans = Vec::with_capacity(held.spans.len());
+        let mut facts = Vec::with_capacity(held.spans.len());
         let mut previous: Option<usize> = None;
         for h in held.spans {
             let again = previous.filter(|&i| {
@@ -491,12 +503,14 @@ impl TraceAssembly {
             previous = Some(idx);
             origin.push(idx);
             spans.push(h.span);
+            facts.push(h.facts);
         }
         let mut t = AssembledTrace {
             trace_id: id,
             spans,
             origin,
             origins,
+            facts,
             has_root: held.has_root,
             reason,
         };
@@ -509,6 +523,17 @@ impl TraceAssembly {
                     .any(|kv| kv.key == crate::names::attrs::TRACE_DURATION_MS)
         });
         if !analysed {
+            // Room for what the analyzers add (a span's self time and critical-path share, the
+            // root's summary), reserved once: pushed one by one, they reallocated each span's
+            // attributes several times.
+            for s in &mut t.spans {
+                let extra = if s.parent_span_id.is_empty() {
+                    ROOT_ATTRIBUTES_ADDED
+                } else {
+                    SPAN_ATTRIBUTES_ADDED
+                };
+                s.attributes.reserve(extra);
+            }
             for a in &mut self.analyzers {
                 a.analyze(&mut t, now);
             }
@@ -519,6 +544,7 @@ impl TraceAssembly {
     fn take(
         &mut self,
         batch: ExportTraceServiceRequest,
+        mut facts: Option<&mut Facts>,
         now: Instant,
         flushed: &mut Vec<AssembledTrace>,
         late: &mut Vec<HeldSpan>,
@@ -528,16 +554,24 @@ impl TraceAssembly {
             for ss in rs.scope_spans {
                 let scope = Keyed::new(ss.scope, ss.schema_url);
                 for span in ss.spans {
-                    let h = HeldSpan {
-                        resource: resource.clone(),
-                        scope: scope.clone(),
-                        span,
-                    };
                     if self.config.mode == Mode::Stream {
+                        // The span leaves now with its facts; the copy needs none.
+                        let h = HeldSpan {
+                            resource: resource.clone(),
+                            scope: scope.clone(),
+                            span,
+                            facts: None,
+                        };
                         // The span leaves now; a copy waits for the analysis.
                         late.push(h.clone());
                         self.hold(h, now, flushed, &mut Vec::new());
                     } else {
+                        let h = HeldSpan {
+                            resource: resource.clone(),
+                            scope: scope.clone(),
+                            facts: facts.as_deref_mut().and_then(|f| f.take(&span)),
+                            span,
+                        };
                         self.hold(h, now, flushed, late);
                     }
                 }
@@ -700,6 +734,7 @@ fn analysis_span(t: &AssembledTrace) -> Option<HeldSpan> {
     Some(HeldSpan {
         resource,
         scope,
+        facts: None,
         span: Span {
             trace_id: r.trace_id.clone(),
             span_id: span_id.to_vec(),
@@ -717,28 +752,42 @@ fn analysis_span(t: &AssembledTrace) -> Option<HeldSpan> {
 
 /// Rebuild export requests from flushed traces and late spans, grouping spans by their original
 /// resource and scope. In stream mode a flushed trace becomes its analysis span only.
-fn to_requests(mode: Mode, traces: Vec<AssembledTrace>, mut late: Vec<HeldSpan>) -> Vec<Batch> {
+/// The requests of flushed traces and late spans, each with its spans' facts. In stream mode
+/// the spans went out as they came: `passed` are the facts handed with them.
+fn to_requests(
+    mode: Mode,
+    traces: Vec<AssembledTrace>,
+    mut late: Vec<HeldSpan>,
+    passed: Option<Facts>,
+) -> Vec<(Batch, Option<Facts>)> {
     let mut out = Vec::new();
     if mode == Mode::Stream {
         late.extend(traces.iter().filter_map(analysis_span));
         if !late.is_empty() {
-            out.push(Batch::Traces(build(
-                late.into_iter()
-                    .map(|h| (h.resource, h.scope, vec![h.span])),
-            )));
+            out.push((
+                Batch::Traces(build(
+                    late.into_iter()
+                        .map(|h| (h.resource, h.scope, vec![h.span])),
+                )),
+                passed,
+            ));
         }
         return out;
     }
     // Traces flushed together leave in as few requests as possible (never splitting one), so a
     // burst of small traces does not become a burst of tiny requests.
     let mut chunk: Vec<(Origin<Resource>, Origin<InstrumentationScope>, Vec<Span>)> = Vec::new();
+    let mut chunk_facts = Facts::default();
     let mut chunk_spans = 0;
     for t in traces {
         // Origins are numbered in order of first appearance: the groups, by origin, are in
         // that order too.
         let mut groups: Vec<Vec<Span>> = vec![Vec::new(); t.origins.len()];
         chunk_spans += t.spans.len();
-        for (span, o) in t.spans.into_iter().zip(t.origin) {
+        for ((span, o), f) in t.spans.into_iter().zip(t.origin).zip(t.facts) {
+            if let Some(f) = f {
+                chunk_facts.insert(&span, f);
+            }
             if let Some(g) = groups.get_mut(o) {
                 g.push(span);
             }
@@ -751,18 +800,30 @@ fn to_requests(mode: Mode, traces: Vec<AssembledTrace>, mut late: Vec<HeldSpan>)
                 .map(|((r, s), spans)| (r, s, spans)),
         );
         if chunk_spans >= MAX_SPANS_PER_REQUEST {
-            out.push(Batch::Traces(build(std::mem::take(&mut chunk).into_iter())));
+            out.push((
+                Batch::Traces(build(std::mem::take(&mut chunk).into_iter())),
+                Some(std::mem::take(&mut chunk_facts)),
+            ));
             chunk_spans = 0;
         }
     }
     if !chunk.is_empty() {
-        out.push(Batch::Traces(build(chunk.into_iter())));
+        out.push((Batch::Traces(build(chunk.into_iter())), Some(chunk_facts)));
     }
     if !late.is_empty() {
-        out.push(Batch::Traces(build(
-            late.into_iter()
-                .map(|h| (h.resource, h.scope, vec![h.span])),
-        )));
+        let mut late_facts = Facts::default();
+        for h in &mut late {
+            if let Some(f) = h.facts.take() {
+                late_facts.insert(&h.span, f);
+            }
+        }
+        out.push((
+            Batch::Traces(build(
+                late.into_iter()
+                    .map(|h| (h.resource, h.scope, vec![h.span])),
+            )),
+            Some(late_facts),
+        ));
     }
     out
 }
@@ -836,16 +897,43 @@ fn build(
 
 impl Processor for TraceAssembly {
     fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
+        let mut with = Vec::new();
+        self.on_input_with(batch, None, now, &mut with);
+        out.extend(with.into_iter().map(|(b, _)| b));
+    }
+
+    /// Each held span keeps its facts; they leave with it.
+    fn on_input_with(
+        &mut self,
+        batch: Batch,
+        mut facts: Option<Facts>,
+        now: Instant,
+        out: &mut Vec<(Batch, Option<Facts>)>,
+    ) {
         let Batch::Traces(req) = batch else {
-            out.push(batch);
+            out.push((batch, facts));
             return;
         };
         let (mut flushed, mut late) = (Vec::new(), Vec::new());
-        self.take(req, now, &mut flushed, &mut late);
-        out.extend(to_requests(self.config.mode, flushed, late));
+        self.take(req, facts.as_mut(), now, &mut flushed, &mut late);
+        // In hold mode each span took its own facts; what is left belongs to none.
+        let passed = facts.filter(|_| self.config.mode == Mode::Stream);
+        out.extend(to_requests(self.config.mode, flushed, late, passed));
     }
 
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
+        let mut with = Vec::new();
+        self.on_tick_with(now, &mut with);
+        out.extend(with.into_iter().map(|(b, _)| b));
+    }
+
+    fn on_shutdown(&mut self, out: &mut Vec<Batch>) {
+        let mut with = Vec::new();
+        self.on_shutdown_with(&mut with);
+        out.extend(with.into_iter().map(|(b, _)| b));
+    }
+
+    fn on_tick_with(&mut self, now: Instant, out: &mut Vec<(Batch, Option<Facts>)>) {
         let mut flushed = Vec::new();
         let pressed = match &mut self.memory {
             Some((m, seen)) => {
@@ -890,17 +978,17 @@ impl Processor for TraceAssembly {
             self.traces.shrink_to(self.traces.len() * 2);
             self.age.shrink_to(self.traces.len() * 2);
         }
-        out.extend(to_requests(self.config.mode, flushed, Vec::new()));
+        out.extend(to_requests(self.config.mode, flushed, Vec::new(), None));
     }
 
-    fn on_shutdown(&mut self, out: &mut Vec<Batch>) {
+    fn on_shutdown_with(&mut self, out: &mut Vec<(Batch, Option<Facts>)>) {
         let now = Instant::now();
         let ids: Vec<[u8; 16]> = self.traces.keys().copied().collect();
         let mut flushed = Vec::new();
         for id in ids {
             self.flush(id, FlushReason::Shutdown, now, &mut flushed);
         }
-        out.extend(to_requests(self.config.mode, flushed, Vec::new()));
+        out.extend(to_requests(self.config.mode, flushed, Vec::new(), None));
     }
 
     fn tick_interval(&self) -> Option<Duration> {
