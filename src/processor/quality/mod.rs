@@ -311,12 +311,12 @@ impl QualityProcessor {
         let weight = |k: &str| self.config.weights.get(k).copied().unwrap_or(1.0);
         let total_w: f64 = signals.iter().map(|(k, _)| weight(k)).sum();
         let r = &mut spans[root];
+        // `rag.quality.<signal>`, written into one buffer (format! showed in the profile).
+        let mut key = String::from(a::QUALITY_PREFIX);
         for (k, v) in &signals {
-            put(
-                &mut r.attributes,
-                &format!("{}{k}", a::QUALITY_PREFIX),
-                Value::DoubleValue(*v),
-            );
+            key.truncate(a::QUALITY_PREFIX.len());
+            key.push_str(k);
+            put(&mut r.attributes, &key, Value::DoubleValue(*v));
         }
         if total_w > 0.0 {
             let score = signals.iter().map(|(k, v)| weight(k) * v).sum::<f64>() / total_w;

@@ -28,7 +28,7 @@ use crate::genai::{Facts, Names, SpanFacts};
 use crate::names::attrs as a;
 use crate::processor::Processor;
 use crate::signal::Batch;
-use crate::trace::{TraceSpans, group_by_trace};
+use crate::trace::{FastMap, TraceSpans, group_by_trace};
 use window::{Counts, Ring};
 
 /// What an SLO counts as good.
@@ -348,7 +348,7 @@ pub struct SloProcessor {
     thresholds: Vec<f64>,
     /// Every window some rule uses, shortest first, with its label.
     windows: Vec<(Duration, String)>,
-    keys: HashMap<Key, KeyState>,
+    keys: FastMap<Key, KeyState>,
     budgets: Vec<Budget>,
     derived: Arc<DerivedMetrics>,
     findings: Arc<Findings>,
@@ -420,7 +420,7 @@ impl SloProcessor {
             config,
             thresholds,
             windows,
-            keys: HashMap::new(),
+            keys: FastMap::default(),
             budgets,
             derived,
             findings,

@@ -336,6 +336,8 @@ struct Held {
 
 pub struct TraceAssembly {
     config: TraceAssemblyConfig,
+    /// Keyed by trace ids the senders choose: std's SipHash, seeded per map, keeps crafted
+    /// ids from colliding (foldhash would be a little faster).
     traces: HashMap<[u8; 16], Held>,
     /// (deadline, trace id): the next traces due.
     due: BTreeSet<(Instant, [u8; 16])>,
