@@ -2,8 +2,9 @@
 # Throughput and cost of ragwatch: ragwatch-loadgen → ragwatch → a counting OTLP sink, all on
 # 127.0.0.1. For the pass-through and the full-analysis configs, at 100 and 1000 spans per
 # request, with ragwatch pinned to one core (taskset -c 0; loadgen and sink on the other) and
-# unpinned, it reports spans/s acknowledged, ragwatch's CPU seconds per million spans, its peak
-# RSS, and loss (sent - received by the sink; must be 0). Then, at a fixed 10,000 spans/s for 30 s,
+# unpinned, with gzip export, and pinned with uncompressed export, it reports spans/s
+# acknowledged, ragwatch's CPU seconds per million spans, its peak RSS, and loss (sent -
+# received by the sink; must be 0). Then, at a fixed 10,000 spans/s for 30 s,
 # ragwatch's share of one core, its RSS and the export latency it adds (loadgen's p99).
 #
 #   bash bench/throughput.sh            # SPANS=2000000 by default per run
@@ -26,11 +27,14 @@ start() {
 
 echo "machine: $(machine)"
 echo
-echo "| config | batch | ragwatch | spans/s | CPU s per 1M spans | spans per CPU-second | peak RSS MiB | loss |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| config | export | batch | ragwatch | spans/s | CPU s per 1M spans | spans per CPU-second | peak RSS MiB | loss |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for cfg in passthrough full; do
   for batch in 100 1000; do
-    for pin in pinned unpinned; do
+    # gzip export pinned and unpinned; uncompressed export pinned.
+    for run in pinned/gzip unpinned/gzip pinned/none; do
+      pin=${run%/*}
+      export EXPORT_COMPRESSION=${run#*/}
       start "bench/$cfg.yaml" "$pin"
       lg=""; if [ "$pin" = pinned ] && [ "$CORES" -ge 2 ]; then lg="taskset -c 1"; fi
       c0=$(cpu_secs "$RW_PID")
@@ -45,9 +49,9 @@ for cfg in passthrough full; do
       got=$(received)
       rate=$(json "$OUT/lg.json" "round(d['spans_per_sec'])")
       awk -v c0="$c0" -v c1="$c1" -v n="$sent" -v rate="$rate" -v hwm="$hwm" -v got="$got" \
-        -v cfg="$cfg" -v b="$batch" -v pin="$pin" 'BEGIN {
+        -v cfg="$cfg" -v b="$batch" -v pin="$pin" -v comp="$EXPORT_COMPRESSION" 'BEGIN {
           cpu = c1 - c0; per = cpu / (n / 1e6); sps = (cpu > 0) ? n / cpu : 0;
-          printf "| %s | %s | %s | %d | %.2f | %d | %s | %d |\n", cfg, b, pin, rate, per, sps, hwm, n - got }'
+          printf "| %s | %s | %s | %s | %d | %.2f | %d | %s | %d |\n", cfg, comp, b, pin, rate, per, sps, hwm, n - got }'
     done
   done
 done
@@ -55,6 +59,7 @@ done
 echo
 echo "| config | at 10,000 spans/s for ${FIXED_SECS}s | share of one core | RSS MiB (end) | peak RSS MiB | export latency p50 / p99 ms | loss |"
 echo "|---|---|---|---|---|---|---|"
+export EXPORT_COMPRESSION=gzip
 for cfg in passthrough full; do
   start "bench/$cfg.yaml" unpinned
   c0=$(cpu_secs "$RW_PID")

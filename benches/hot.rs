@@ -277,24 +277,24 @@ fn assembly(c: &mut Criterion) {
 fn critical_path(c: &mut Criterion) {
     // A wide trace: a root with 50 children, each with 3 children.
     let mut nodes = vec![SpanNode {
-        span_id: vec![0, 0],
-        parent: Vec::new(),
+        span_id: vec![0, 0].into(),
+        parent: Vec::new().into(),
         start: 0,
         end: 1_000_000,
         kind: Kind::Other,
     }];
     for i in 0..50u8 {
         nodes.push(SpanNode {
-            span_id: vec![1, i],
-            parent: vec![0, 0],
+            span_id: vec![1, i].into(),
+            parent: vec![0, 0].into(),
             start: u64::from(i) * 20_000,
             end: u64::from(i) * 20_000 + 30_000,
             kind: Kind::Other,
         });
         for j in 0..3u8 {
             nodes.push(SpanNode {
-                span_id: vec![2, i, j],
-                parent: vec![1, i],
+                span_id: vec![2, i, j].into(),
+                parent: vec![1, i].into(),
                 start: u64::from(i) * 20_000 + u64::from(j) * 9_000,
                 end: u64::from(i) * 20_000 + u64::from(j) * 9_000 + 8_000,
                 kind: Kind::Other,

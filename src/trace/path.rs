@@ -4,6 +4,8 @@
 //! to their parent's interval (clock skew); a CONSUMER child of a PRODUCER does not block it.
 //! Iterative, O(n log n), no panics on any input (cycles and missing parents included).
 
+use std::borrow::Cow;
+
 use hashbrown::HashMap;
 
 /// A span's kind, as far as the analysis cares.
@@ -14,12 +16,12 @@ pub enum Kind {
     Consumer,
 }
 
-/// One span, as the analysis needs it.
+/// One span, as the analysis needs it (ids borrowed from the span, or owned).
 #[derive(Debug, Clone)]
-pub struct SpanNode {
-    pub span_id: Vec<u8>,
+pub struct SpanNode<'a> {
+    pub span_id: Cow<'a, [u8]>,
     /// Empty for a root.
-    pub parent: Vec<u8>,
+    pub parent: Cow<'a, [u8]>,
     pub start: u64,
     pub end: u64,
     pub kind: Kind,
@@ -43,17 +45,17 @@ pub struct Analysis {
     pub critical_path: Vec<Segment>,
 }
 
-pub fn analyze(spans: &[SpanNode]) -> Analysis {
+pub fn analyze(spans: &[SpanNode<'_>]) -> Analysis {
     let n = spans.len();
     let index: HashMap<&[u8], usize> = spans
         .iter()
         .enumerate()
-        .map(|(i, s)| (s.span_id.as_slice(), i))
+        .map(|(i, s)| (s.span_id.as_ref(), i))
         .collect();
     let parent: Vec<Option<usize>> = spans
         .iter()
         .enumerate()
-        .map(|(i, s)| index.get(s.parent.as_slice()).copied().filter(|p| *p != i))
+        .map(|(i, s)| index.get(s.parent.as_ref()).copied().filter(|p| *p != i))
         .collect();
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (i, p) in parent.iter().enumerate() {
@@ -205,10 +207,10 @@ pub fn analyze(spans: &[SpanNode]) -> Analysis {
 mod tests {
     use super::*;
 
-    fn node(id: u8, parent: Option<u8>, start: u64, end: u64) -> SpanNode {
+    fn node(id: u8, parent: Option<u8>, start: u64, end: u64) -> SpanNode<'static> {
         SpanNode {
-            span_id: vec![id],
-            parent: parent.map(|p| vec![p]).unwrap_or_default(),
+            span_id: vec![id].into(),
+            parent: parent.map(|p| vec![p]).unwrap_or_default().into(),
             start,
             end,
             kind: Kind::Other,
@@ -216,7 +218,7 @@ mod tests {
     }
 
     /// (span id, start, end) of each segment.
-    fn path(spans: &[SpanNode]) -> Vec<(u8, u64, u64)> {
+    fn path(spans: &[SpanNode<'_>]) -> Vec<(u8, u64, u64)> {
         let a = analyze(spans);
         let p: Vec<(u8, u64, u64)> = a
             .critical_path
@@ -367,12 +369,13 @@ mod tests {
         let n = 10_000u64;
         let s: Vec<SpanNode> = (0..n)
             .map(|i| SpanNode {
-                span_id: i.to_be_bytes().to_vec(),
+                span_id: i.to_be_bytes().to_vec().into(),
                 parent: if i == 0 {
                     Vec::new()
                 } else {
                     (i - 1).to_be_bytes().to_vec()
-                },
+                }
+                .into(),
                 start: i,
                 end: 2 * n - i,
                 kind: Kind::Other,

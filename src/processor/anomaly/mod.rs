@@ -294,11 +294,33 @@ impl Validate for AnomalyConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 struct Key {
     service: String,
     stage: String,
     model: String,
+}
+
+/// A [`Key`] borrowed from the spans, while a trace is measured.
+#[derive(Clone, Copy)]
+struct KeyRef<'a> {
+    service: &'a str,
+    stage: &'a str,
+    model: &'a str,
+}
+
+impl KeyRef<'_> {
+    fn is(&self, k: &Key) -> bool {
+        self.service == k.service && self.stage == k.stage && self.model == k.model
+    }
+
+    fn to_owned(self) -> Key {
+        Key {
+            service: self.service.to_string(),
+            stage: self.stage.to_string(),
+            model: self.model.to_string(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -311,7 +333,8 @@ struct KeyState {
 struct Obs {
     span: usize,
     signal: Signal,
-    key: Key,
+    /// Index into the trace's [`Measures::keys`].
+    key: usize,
     value: f64,
     outcome: Outcome,
     /// Baseline median (in the signal's units) and sigma (transformed), for descriptions.
@@ -386,11 +409,15 @@ impl AnomalyProcessor {
         self.verdicts
     }
 
-    fn observe(&mut self, span: usize, key: &Key, signal: Signal, value: f64, out: &mut Vec<Obs>) {
+    fn observe(&mut self, span: usize, keys: &[Key], p: &Point, out: &mut Vec<Obs>) {
+        let (signal, value) = (p.signal, p.value);
         if !self.enabled[signal.index()] || !value.is_finite() {
             return;
         }
-        if !self.keys.contains(key) {
+        let Some(key) = keys.get(p.key) else {
+            return;
+        };
+        if self.keys.get_mut(key).is_none() {
             // `push` evicts the least recently used key when full.
             self.keys.push(key.clone(), KeyState::default());
         }
@@ -411,7 +438,7 @@ impl AnomalyProcessor {
         out.push(Obs {
             span,
             signal,
-            key: key.clone(),
+            key: p.key,
             value,
             outcome,
             baseline,
@@ -442,11 +469,10 @@ impl AnomalyProcessor {
             trace_id,
             ..
         } = m;
-        for p in points {
-            if let Some(key) = keys.get(p.key) {
-                self.observe(p.span, key, p.signal, p.value, &mut obs);
-            }
+        for p in &points {
+            self.observe(p.span, &keys, p, &mut obs);
         }
+        let key_of = |o: &Obs| keys.get(o.key).cloned().unwrap_or_default();
         let sustained = obs.iter().any(|o| o.outcome.sustained);
         let mut groups = [false; 3];
         for o in obs.iter().filter(|o| o.outcome.point) {
@@ -473,7 +499,7 @@ impl AnomalyProcessor {
             e.1 = e.1.max(o.outcome.z.map(f64::abs).unwrap_or(0.0));
             self.derived.add(
                 crate::derived::defs::ANOMALIES,
-                &[o.signal.as_str(), &o.key.service],
+                &[o.signal.as_str(), &key_of(o).service],
                 1.0,
                 now,
             );
@@ -500,17 +526,18 @@ impl AnomalyProcessor {
             }
         }
         if let Some(l) = lead {
+            let lk = key_of(l);
             let mut labels = BTreeMap::new();
-            labels.insert("service", l.key.service.clone());
-            labels.insert("stage", l.key.stage.clone());
-            if !l.key.model.is_empty() {
-                labels.insert("model", l.key.model.clone());
+            labels.insert("service", lk.service.clone());
+            labels.insert("stage", lk.stage.clone());
+            if !lk.model.is_empty() {
+                labels.insert("model", lk.model.clone());
             }
             labels.insert("signal", l.signal.as_str().to_string());
             let description = flagged
                 .iter()
                 .take(4)
-                .map(|o| describe(o))
+                .map(|o| describe(o, &key_of(o)))
                 .collect::<Vec<_>>()
                 .join("; ");
             self.findings.publish(Finding {
@@ -520,8 +547,8 @@ impl AnomalyProcessor {
                 summary: format!(
                     "{} of {} ({}) behaves unlike itself",
                     l.signal.as_str(),
-                    l.key.service,
-                    l.key.stage
+                    lk.service,
+                    lk.stage
                 ),
                 description,
                 trace_id: Some(trace_id),
@@ -571,11 +598,12 @@ struct Measures {
 }
 
 impl Measures {
-    fn add(&mut self, span: usize, key: &Key, signal: Signal, value: f64) {
-        let k = match self.keys.iter().position(|k| k == key) {
+    /// Add one value; the key is copied only the first time the trace uses it.
+    fn add(&mut self, span: usize, key: KeyRef<'_>, signal: Signal, value: f64) {
+        let k = match self.keys.iter().position(|k| key.is(k)) {
             Some(k) => k,
             None => {
-                self.keys.push(key.clone());
+                self.keys.push(key.to_owned());
                 self.keys.len() - 1
             }
         };
@@ -673,22 +701,22 @@ fn measure(spans: &[(&str, &mut Span)], service: &str, facts: &Facts) -> Measure
         .filter(|(_, s)| get_str(&s.attributes, a::RAG_STAGE) == Some("llm") && !is_error(s))
         .find_map(|(_, s)| facts.of(s).model.as_deref().map(str::to_string))
         .unwrap_or_default();
-    let service_key = Key {
-        service: service.to_string(),
-        stage: "request".into(),
-        model: String::new(),
+    let service_key = KeyRef {
+        service,
+        stage: "request",
+        model: "",
     };
-    let request_key = Key {
-        model: request_model,
-        ..service_key.clone()
+    let request_key = KeyRef {
+        model: &request_model,
+        ..service_key
     };
     if let Some(r) = root {
         let err = f64::from(u8::from(is_error(spans[r].1)));
-        obs.add(r, &service_key, Signal::ErrorRate, err);
+        obs.add(r, service_key, Signal::ErrorRate, err);
     }
     if let Some(r) = root.filter(|_| !failed) {
         let s = &*spans[r].1;
-        obs.add(r, &request_key, Signal::RequestLatency, secs(s));
+        obs.add(r, request_key, Signal::RequestLatency, secs(s));
         let cost = get_f64(&s.attributes, a::TRACE_COST_USD).or_else(|| {
             let c: Vec<f64> = spans
                 .iter()
@@ -697,13 +725,13 @@ fn measure(spans: &[(&str, &mut Span)], service: &str, facts: &Facts) -> Measure
             (!c.is_empty()).then(|| c.iter().sum())
         });
         if let Some(c) = cost {
-            obs.add(r, &request_key, Signal::Cost, c);
+            obs.add(r, request_key, Signal::Cost, c);
             if !request_key.model.is_empty() {
-                obs.add(r, &service_key, Signal::Cost, c);
+                obs.add(r, service_key, Signal::Cost, c);
             }
         }
         if let Some(q) = get_f64(&spans[r].1.attributes, a::QUALITY_SCORE) {
-            obs.add(r, &service_key, Signal::Quality, q);
+            obs.add(r, service_key, Signal::Quality, q);
         }
     }
     let in_agent = in_agent_run(spans);
@@ -713,19 +741,18 @@ fn measure(spans: &[(&str, &mut Span)], service: &str, facts: &Facts) -> Measure
         };
         let v = facts.of(s);
         // Agents and tools are keyed by their name, as model calls by their model.
-        let key = Key {
-            service: svc.to_string(),
-            stage: stage.to_string(),
+        let key = KeyRef {
+            service: svc,
+            stage,
             model: match stage {
                 "agent" => v.agent_name.as_deref(),
                 "tool" => v.tool_name.as_deref(),
                 _ => v.model.as_deref(),
             }
-            .unwrap_or_default()
-            .to_string(),
+            .unwrap_or_default(),
         };
         let error = is_error(s);
-        obs.add(i, &key, Signal::ErrorRate, f64::from(u8::from(error)));
+        obs.add(i, key, Signal::ErrorRate, f64::from(u8::from(error)));
         // Glue (a chain's or an unknown GenAI span's duration is its children's) says
         // nothing of its own: the stages inside it are judged. An agent's model calls are
         // judged by their error rate alone: their latency and tokens depend on the turn (a
@@ -742,49 +769,49 @@ fn measure(spans: &[(&str, &mut Span)], service: &str, facts: &Facts) -> Measure
             .or_else(|| v.time_to_first_token.map(|d| d.as_secs_f64()));
         let (tin, tout) = (v.input_tokens, v.output_tokens);
         let is_llm = stage == "llm";
-        obs.add(i, &key, Signal::StageLatency, dur);
+        obs.add(i, key, Signal::StageLatency, dur);
         if is_llm {
             if let Some(t) = ttft {
-                obs.add(i, &key, Signal::Ttft, t);
+                obs.add(i, key, Signal::Ttft, t);
             }
             if let Some(n) = tin {
-                obs.add(i, &key, Signal::InputTokens, n as f64);
+                obs.add(i, key, Signal::InputTokens, n as f64);
             }
             if let Some(n) = tout {
-                obs.add(i, &key, Signal::OutputTokens, n as f64);
+                obs.add(i, key, Signal::OutputTokens, n as f64);
             }
         }
     }
     obs
 }
 
-fn describe(o: &Obs) -> String {
+fn describe(o: &Obs, key: &Key) -> String {
     let how = if o.outcome.sustained {
         "sustained shift"
     } else {
         "outlier"
     };
-    let model = if o.key.model.is_empty() {
+    let model = if key.model.is_empty() {
         String::new()
     } else {
-        format!(" {}", o.key.model)
+        format!(" {}", key.model)
     };
     match (o.signal, o.baseline) {
         (Signal::ErrorRate, Some((p0, _))) => format!(
             "error_rate of {}{}: {how}, baseline {:.3}",
-            o.key.stage, model, p0
+            key.stage, model, p0
         ),
         (s, Some((median, _))) => format!(
             "{} of {}{}: observed {:.4}{u}, baseline median {:.4}{u}, z {:.1} ({how})",
             s.as_str(),
-            o.key.stage,
+            key.stage,
             model,
             o.value,
             median,
             o.outcome.z.unwrap_or(0.0),
             u = s.unit()
         ),
-        (s, None) => format!("{} of {}{}: {how}", s.as_str(), o.key.stage, model),
+        (s, None) => format!("{} of {}{}: {how}", s.as_str(), key.stage, model),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The critical path of a complete trace, each span's self time, and the bottleneck verdict.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
@@ -43,12 +44,12 @@ impl TraceAnalyzer for CriticalPathAnalyzer {
             .map(|&i| {
                 let s = &t.spans[i];
                 let parent = match index.get(s.parent_span_id.as_slice()) {
-                    Some(&p) if owners.absorbed(p) => t.spans[owners.owner[p]].span_id.clone(),
-                    _ => s.parent_span_id.clone(),
+                    Some(&p) if owners.absorbed(p) => &t.spans[owners.owner[p]].span_id,
+                    _ => &s.parent_span_id,
                 };
                 path::SpanNode {
-                    span_id: s.span_id.clone(),
-                    parent,
+                    span_id: Cow::Borrowed(&s.span_id),
+                    parent: Cow::Borrowed(parent),
                     start: s.start_time_unix_nano,
                     end: s.end_time_unix_nano,
                     kind: match SpanKind::try_from(s.kind) {
@@ -60,6 +61,9 @@ impl TraceAnalyzer for CriticalPathAnalyzer {
             })
             .collect();
         let result = path::analyze(&nodes);
+        // The root's interval; the nodes borrow the spans, which are written from here on.
+        let root_interval = result.root.map(|r| (nodes[r].start, nodes[r].end));
+        drop(nodes);
         for (k, st) in result.self_time.iter().enumerate() {
             put(
                 &mut t.spans[kept[k]],
@@ -67,8 +71,10 @@ impl TraceAnalyzer for CriticalPathAnalyzer {
                 Value::DoubleValue(*st as f64 / 1e6),
             );
         }
-        let Some(root) = result.root else { return };
-        let total = nodes[root].end.saturating_sub(nodes[root].start);
+        let (Some(root), Some((start, end))) = (result.root, root_interval) else {
+            return;
+        };
+        let total = end.saturating_sub(start);
         if total == 0 {
             return;
         }
