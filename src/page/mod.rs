@@ -25,6 +25,7 @@ use crate::alerting::AlertsSlot;
 use crate::attributes::{get_f64, get_str};
 use crate::config::Problems;
 use crate::derived::DerivedMetrics;
+use crate::genai::Facts;
 use crate::names::attrs as a;
 use crate::processor::Processor;
 use crate::signal::Batch;
@@ -264,16 +265,18 @@ impl Page {
         self.floors[1].store(f.costliest_usd.to_bits(), Relaxed);
     }
 
-    /// Read a batch of analysed traces seen at `now_ms` (Unix milliseconds).
+    /// Read a batch of analysed traces seen at `now_ms` (Unix milliseconds); a span's model
+    /// and tokens come from the `facts` handed along the chain when they have it.
     pub fn observe(
         &self,
         r: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
         roots_are_requests: bool,
         now_ms: u64,
+        facts: Option<&Facts>,
     ) -> Observation {
         use std::collections::HashMap;
         let groups = summary::group(r);
-        let mut calls: HashMap<&str, (u32, f64, u64, u64)> = HashMap::new();
+        let mut calls: HashMap<Arc<str>, (u32, f64, u64, u64)> = HashMap::new();
         let mut stages: HashMap<&str, Vec<f64>> = HashMap::new();
         let mut costs: HashMap<&str, f64> = HashMap::new();
         for g in &groups {
@@ -290,13 +293,19 @@ impl Page {
                     *costs.entry(service).or_default() += c;
                 }
                 if cost.is_some() || matches!(stage, Some("llm" | "embedding" | "rerank")) {
-                    let v = crate::genai::view(s);
-                    if let Some(model) = v.model() {
+                    let (model, input, output) = match facts.and_then(|f| f.get(s)) {
+                        Some(f) => (f.model.clone(), f.input_tokens, f.output_tokens),
+                        None => {
+                            let v = crate::genai::view(s);
+                            (v.model().map(Arc::from), v.tokens.input, v.tokens.output)
+                        }
+                    };
+                    if let Some(model) = model {
                         let e = calls.entry(model).or_default();
                         e.0 = e.0.saturating_add(1);
                         e.1 += cost.unwrap_or(0.0);
-                        e.2 = e.2.saturating_add(v.tokens.input.unwrap_or(0));
-                        e.3 = e.3.saturating_add(v.tokens.output.unwrap_or(0));
+                        e.2 = e.2.saturating_add(input.unwrap_or(0));
+                        e.3 = e.3.saturating_add(output.unwrap_or(0));
                     }
                 }
             }
@@ -335,8 +344,9 @@ impl Page {
         r: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
         roots_are_requests: bool,
         now_ms: u64,
+        facts: Option<&Facts>,
     ) {
-        let o = self.observe(r, roots_are_requests, now_ms);
+        let o = self.observe(r, roots_are_requests, now_ms, facts);
         match self.inbox.get() {
             Some(tx) => {
                 if let Err(e) = tx.try_send(o) {
@@ -431,15 +441,29 @@ pub struct Observe {
 
 impl Processor for Observe {
     fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
+        let mut with = Vec::new();
+        self.on_input_with(batch, None, now, &mut with);
+        out.extend(with.into_iter().map(|(b, _)| b));
+    }
+
+    /// Models and tokens from the facts handed along; they go on (to nothing: the tap is last).
+    fn on_input_with(
+        &mut self,
+        batch: Batch,
+        facts: Option<Facts>,
+        now: Instant,
+        out: &mut Vec<(Batch, Option<Facts>)>,
+    ) {
         if let Batch::Traces(r) = &batch {
             let since = now.saturating_duration_since(self.epoch.0).as_millis();
             let now_ms = self
                 .epoch
                 .1
                 .saturating_add(u64::try_from(since).unwrap_or(u64::MAX));
-            self.page.record(r, self.roots_are_requests, now_ms);
+            self.page
+                .record(r, self.roots_are_requests, now_ms, facts.as_ref());
         }
-        out.push(batch);
+        out.push((batch, facts));
     }
 }
 
@@ -511,12 +535,12 @@ mod tests {
         let p = page();
         assert_eq!(p.jaeger_url.as_deref(), Some("http://jaeger:16686"));
         // The root passes first, unanalysed: not yet a request.
-        p.record(&batch(vec![span(1, 0, "GET /")]), false, 1_000);
+        p.record(&batch(vec![span(1, 0, "GET /")]), false, 1_000, None);
         assert_eq!(p.state().traces_seen, 0);
         // Then the analysis span, with the root's summary.
         let mut a = span(9, 1, crate::names::attrs::ANALYSIS_SPAN);
         a.attributes = vec![kv_f64(crate::names::attrs::TRACE_DURATION_MS, 500.0)];
-        p.record(&batch(vec![a]), false, 1_000);
+        p.record(&batch(vec![a]), false, 1_000, None);
         let st = p.state();
         assert_eq!(st.traces_seen, 1);
         let rows = st.series.services(1_000);
@@ -533,7 +557,7 @@ mod tests {
             kv_str("gen_ai.request.model", "m"),
             kv_f64(a::COST_USD, 0.25),
         ];
-        p.record(&batch(vec![span(1, 0, "GET /"), llm]), true, 1_000);
+        p.record(&batch(vec![span(1, 0, "GET /"), llm]), true, 1_000, None);
         let st = p.state();
         assert_eq!(st.traces_seen, 1);
         let m = st.series.models(1_000);
@@ -546,5 +570,39 @@ mod tests {
         let slow = st.notable.list(notable::Category::Slowest);
         assert_eq!(slow[0].facts.cost_usd, 0.25);
         assert_eq!(slow[0].facts.duration_ms, 500.0);
+    }
+
+    #[test]
+    fn model_calls_are_read_from_the_facts_handed_along() {
+        use crate::genai::{Names, SpanFacts};
+        let p = page();
+        let mut llm = span(2, 1, "chat");
+        llm.attributes = vec![
+            kv_str(a::RAG_STAGE, "llm"),
+            kv_str("gen_ai.request.model", "m"),
+            kv_f64(a::COST_USD, 0.25),
+        ];
+        // The facts say another model and 40 + 2 tokens, which the span does not carry: the
+        // page believes the facts (read once, by genai) over reading the span again.
+        let mut f = SpanFacts::read(&llm, &mut Names::default());
+        f.model = Some("from-facts".into());
+        f.input_tokens = Some(40);
+        f.output_tokens = Some(2);
+        let mut facts = Facts::default();
+        facts.insert(&llm, f);
+        p.record(
+            &batch(vec![span(1, 0, "GET /"), llm]),
+            true,
+            1_000,
+            Some(&facts),
+        );
+        let st = p.state();
+        let m = st.series.models(1_000);
+        assert_eq!(m.len(), 1);
+        assert_eq!(
+            (m[0].model.as_str(), m[0].calls, m[0].cost_usd),
+            ("from-facts", 1, 0.25)
+        );
+        assert_eq!((m[0].tokens_input, m[0].tokens_output), (40, 2));
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Processor;
 use crate::config::{Problems, Validate, duration};
+use crate::genai::Facts;
 use crate::signal::{Batch, Signal};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +45,8 @@ impl Validate for BatchConfig {
 pub struct BatchProcessor {
     config: BatchConfig,
     held: Option<Batch>,
+    /// The facts handed along with what is held (of some of its spans, or none).
+    held_facts: Option<Facts>,
     items: usize,
     since: Option<Instant>,
     /// The mark of the next input, and the lowest mark of what is held (pipeline log).
@@ -56,6 +59,7 @@ impl BatchProcessor {
         BatchProcessor {
             config,
             held: None,
+            held_facts: None,
             items: 0,
             since: None,
             input_mark: None,
@@ -63,9 +67,10 @@ impl BatchProcessor {
         }
     }
 
-    fn flush(&mut self, out: &mut Vec<Batch>) {
+    fn flush(&mut self, out: &mut Vec<(Batch, Option<Facts>)>) {
+        let facts = self.held_facts.take();
         if let Some(b) = self.held.take() {
-            out.push(b);
+            out.push((b, facts));
         }
         self.items = 0;
         self.since = None;
@@ -85,6 +90,31 @@ fn append(into: &mut Batch, from: Batch) -> Result<(), Batch> {
 
 impl Processor for BatchProcessor {
     fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
+        let mut with = Vec::new();
+        self.on_input_with(batch, None, now, &mut with);
+        out.extend(with.into_iter().map(|(b, _)| b));
+    }
+
+    fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
+        let mut with = Vec::new();
+        self.on_tick_with(now, &mut with);
+        out.extend(with.into_iter().map(|(b, _)| b));
+    }
+
+    fn on_shutdown(&mut self, out: &mut Vec<Batch>) {
+        let mut with = Vec::new();
+        self.on_shutdown_with(&mut with);
+        out.extend(with.into_iter().map(|(b, _)| b));
+    }
+
+    /// The facts of the batches merged are merged too.
+    fn on_input_with(
+        &mut self,
+        batch: Batch,
+        facts: Option<Facts>,
+        now: Instant,
+        out: &mut Vec<(Batch, Option<Facts>)>,
+    ) {
         let n = batch.item_count();
         if self
             .held
@@ -100,14 +130,17 @@ impl Processor for BatchProcessor {
         match self.held.as_mut() {
             None => {
                 self.held = Some(batch);
+                self.held_facts = facts;
                 self.since = Some(now);
             }
-            Some(h) => {
-                if let Err(other) = append(h, batch) {
-                    // Unreachable given the signal check above; pass it on rather than lose it.
-                    out.push(other);
-                }
-            }
+            Some(h) => match append(h, batch) {
+                Ok(()) => match (&mut self.held_facts, facts) {
+                    (Some(held), Some(f)) => held.extend(f),
+                    (held @ None, Some(f)) => *held = Some(f),
+                    (_, None) => {}
+                },
+                Err(other) => out.push((other, facts)),
+            },
         }
         self.items += n;
         if self.items >= self.config.send_batch_size {
@@ -115,7 +148,7 @@ impl Processor for BatchProcessor {
         }
     }
 
-    fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
+    fn on_tick_with(&mut self, now: Instant, out: &mut Vec<(Batch, Option<Facts>)>) {
         if self
             .since
             .is_some_and(|t| now.duration_since(t) >= self.config.timeout)
@@ -124,7 +157,7 @@ impl Processor for BatchProcessor {
         }
     }
 
-    fn on_shutdown(&mut self, out: &mut Vec<Batch>) {
+    fn on_shutdown_with(&mut self, out: &mut Vec<(Batch, Option<Facts>)>) {
         self.flush(out);
     }
 
@@ -186,5 +219,56 @@ mod tests {
         p.on_input(spans(1), t0, &mut out);
         p.on_shutdown(&mut out);
         assert_eq!(out[0].item_count(), 1);
+    }
+
+    #[test]
+    fn the_facts_of_batches_merged_are_merged() {
+        use crate::genai::SpanFacts;
+        let with_id = |id: u8| Span {
+            trace_id: vec![1; 16],
+            span_id: vec![id; 8],
+            ..Default::default()
+        };
+        let request = |s: Span| {
+            Batch::Traces(ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![s],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            })
+        };
+        let facts = |s: &Span, tokens: u64| {
+            let mut f = Facts::default();
+            f.insert(
+                s,
+                SpanFacts {
+                    input_tokens: Some(tokens),
+                    ..Default::default()
+                },
+            );
+            f
+        };
+        let mut p = BatchProcessor::new(BatchConfig {
+            send_batch_size: 3,
+            timeout: Duration::from_secs(1),
+        });
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let (a, b, c) = (with_id(1), with_id(2), with_id(3));
+        p.on_input_with(request(a.clone()), Some(facts(&a, 10)), t0, &mut out);
+        // A batch without facts adds none (its spans are read where needed).
+        p.on_input_with(request(b.clone()), None, t0, &mut out);
+        p.on_input_with(request(c.clone()), Some(facts(&c, 30)), t0, &mut out);
+        assert_eq!(out.len(), 1, "three spans: released");
+        let (batch, facts) = out.pop().expect("one batch");
+        assert_eq!(batch.item_count(), 3);
+        let facts = facts.expect("facts");
+        assert_eq!(facts.len(), 2);
+        assert_eq!(facts.get(&a).and_then(|f| f.input_tokens), Some(10));
+        assert_eq!(facts.get(&b), None);
+        assert_eq!(facts.get(&c).and_then(|f| f.input_tokens), Some(30));
     }
 }
