@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
 use super::view::{GenAiView, view};
@@ -168,6 +169,23 @@ impl Facts {
             }
         }
         read
+    }
+
+    /// The facts handed along with request `r` (none: an empty set), with every span that came
+    /// without read now ([`Facts::fill`]).
+    pub fn for_request(
+        facts: Option<Facts>,
+        r: &ExportTraceServiceRequest,
+        names: &mut Names,
+    ) -> Facts {
+        let mut facts = facts.unwrap_or_default();
+        let all = r
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans);
+        facts.fill(all, names);
+        facts
     }
 
     /// The facts of `s`: handed along (or filled), else read now (a span without a valid

@@ -27,7 +27,7 @@ use crate::config::Problems;
 use crate::derived::DerivedMetrics;
 use crate::genai::Facts;
 use crate::names::attrs as a;
-use crate::processor::Processor;
+use crate::processor::{Processor, WithFacts, dropping_facts};
 use crate::signal::Batch;
 use crate::telemetry::SelfMetrics;
 
@@ -441,9 +441,7 @@ pub struct Observe {
 
 impl Processor for Observe {
     fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
-        let mut with = Vec::new();
-        self.on_input_with(batch, None, now, &mut with);
-        out.extend(with.into_iter().map(|(b, _)| b));
+        dropping_facts(out, |with| self.on_input_with(batch, None, now, with));
     }
 
     /// Models and tokens from the facts handed along; they go on (to nothing: the tap is last).
@@ -452,7 +450,7 @@ impl Processor for Observe {
         batch: Batch,
         facts: Option<Facts>,
         now: Instant,
-        out: &mut Vec<(Batch, Option<Facts>)>,
+        out: &mut Vec<WithFacts>,
     ) {
         if let Batch::Traces(r) = &batch {
             let since = now.saturating_duration_since(self.epoch.0).as_millis();

@@ -17,6 +17,8 @@ pub mod trace_assembly;
 
 use std::time::{Duration, Instant};
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
 use crate::genai::Facts;
 use crate::signal::Batch;
 
@@ -41,25 +43,19 @@ pub trait Processor: Send {
         batch: Batch,
         _facts: Option<Facts>,
         now: Instant,
-        out: &mut Vec<(Batch, Option<Facts>)>,
+        out: &mut Vec<WithFacts>,
     ) {
-        let mut plain = Vec::new();
-        self.on_input(batch, now, &mut plain);
-        out.extend(plain.into_iter().map(|b| (b, None)));
+        with_no_facts(out, |plain| self.on_input(batch, now, plain));
     }
 
     /// [`Processor::on_tick`], with the facts of what it lets out.
-    fn on_tick_with(&mut self, now: Instant, out: &mut Vec<(Batch, Option<Facts>)>) {
-        let mut plain = Vec::new();
-        self.on_tick(now, &mut plain);
-        out.extend(plain.into_iter().map(|b| (b, None)));
+    fn on_tick_with(&mut self, now: Instant, out: &mut Vec<WithFacts>) {
+        with_no_facts(out, |plain| self.on_tick(now, plain));
     }
 
     /// [`Processor::on_shutdown`], with the facts of what it lets out.
-    fn on_shutdown_with(&mut self, out: &mut Vec<(Batch, Option<Facts>)>) {
-        let mut plain = Vec::new();
-        self.on_shutdown(&mut plain);
-        out.extend(plain.into_iter().map(|b| (b, None)));
+    fn on_shutdown_with(&mut self, out: &mut Vec<WithFacts>) {
+        with_no_facts(out, |plain| self.on_shutdown(plain));
     }
 
     /// How often `on_tick` should run; None for a stage that holds nothing.
@@ -85,6 +81,45 @@ pub trait Processor: Send {
     fn held_mark(&self) -> Option<u64> {
         None
     }
+}
+
+/// A batch with the facts handed along with it.
+pub type WithFacts = (Batch, Option<Facts>);
+
+/// `on_input` (`on_tick`, `on_shutdown`) of a stage whose work is in its `_with` method: what
+/// `f` lets out, without the facts.
+pub fn dropping_facts(out: &mut Vec<Batch>, f: impl FnOnce(&mut Vec<WithFacts>)) {
+    let mut with = Vec::new();
+    f(&mut with);
+    out.extend(with.into_iter().map(|(b, _)| b));
+}
+
+/// The `on_input_with` of a stage that reads the facts of trace batches: `f` gets the request
+/// with the facts of all its spans (those handed along, the others read now with `names`), and
+/// the batch goes on with them; a batch of another signal goes on as it came.
+pub fn with_trace_facts(
+    mut batch: Batch,
+    facts: Option<Facts>,
+    names: &mut crate::genai::Names,
+    out: &mut Vec<WithFacts>,
+    f: impl FnOnce(&mut ExportTraceServiceRequest, &Facts),
+) {
+    let facts = match &mut batch {
+        Batch::Traces(r) => {
+            let facts = Facts::for_request(facts, r, names);
+            f(r, &facts);
+            Some(facts)
+        }
+        _ => facts,
+    };
+    out.push((batch, facts));
+}
+
+/// The `_with` methods' defaults: what the plain method `f` lets out, with no facts.
+fn with_no_facts(out: &mut Vec<WithFacts>, f: impl FnOnce(&mut Vec<Batch>)) {
+    let mut plain = Vec::new();
+    f(&mut plain);
+    out.extend(plain.into_iter().map(|b| (b, None)));
 }
 
 /// A batch with its mark: the lowest mark of the log records its data came from (None: no log,

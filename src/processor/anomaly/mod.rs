@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use lru::LruCache;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -31,7 +30,7 @@ use crate::derived::DerivedMetrics;
 use crate::findings::{Finding, Findings, Severity};
 use crate::genai::{Facts, Names};
 use crate::names::attrs as a;
-use crate::processor::Processor;
+use crate::processor::{Processor, WithFacts, dropping_facts, with_trace_facts};
 use crate::signal::Batch;
 use crate::trace::group_by_trace;
 pub use detector::Direction;
@@ -570,7 +569,7 @@ impl AnomalyProcessor {
     pub fn process(&mut self, batch: &mut Batch, now: Instant) -> Vec<Verdict> {
         let mut out = Vec::new();
         if let Batch::Traces(r) = batch {
-            let facts = read_facts(r, None, &mut Names::default());
+            let facts = Facts::for_request(None, r, &mut Names::default());
             for mut t in group_by_trace(r) {
                 let service = t.service;
                 out.push(self.judge(&mut t.spans, service, &facts, now));
@@ -824,36 +823,18 @@ impl Processor for AnomalyProcessor {
     /// Reads the facts handed along (the view only of spans without), and hands them on.
     fn on_input_with(
         &mut self,
-        mut batch: Batch,
+        batch: Batch,
         facts: Option<Facts>,
         now: Instant,
-        out: &mut Vec<(Batch, Option<Facts>)>,
+        out: &mut Vec<WithFacts>,
     ) {
-        let facts = match &mut batch {
-            Batch::Traces(r) => {
-                let facts = read_facts(r, facts, &mut Names::default());
-                for mut t in group_by_trace(r) {
-                    let service = t.service;
-                    self.judge(&mut t.spans, service, &facts, now);
-                }
-                Some(facts)
+        with_trace_facts(batch, facts, &mut Names::default(), out, |r, facts| {
+            for mut t in group_by_trace(r) {
+                let service = t.service;
+                self.judge(&mut t.spans, service, facts, now);
             }
-            _ => facts,
-        };
-        out.push((batch, facts));
+        });
     }
-}
-
-/// The facts of every span of `r`: those handed along, the others read now.
-fn read_facts(r: &ExportTraceServiceRequest, facts: Option<Facts>, names: &mut Names) -> Facts {
-    let mut facts = facts.unwrap_or_default();
-    let all = r
-        .resource_spans
-        .iter()
-        .flat_map(|rs| &rs.scope_spans)
-        .flat_map(|ss| &ss.spans);
-    facts.fill(all, names);
-    facts
 }
 
 /// The anomaly stage of one shard of a pipeline. The detectors are one for the whole pipeline
@@ -878,40 +859,33 @@ impl AnomalyShard {
 
 impl Processor for AnomalyShard {
     fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
-        let mut with = Vec::new();
-        self.on_input_with(batch, None, now, &mut with);
-        out.extend(with.into_iter().map(|(b, _)| b));
+        dropping_facts(out, |with| self.on_input_with(batch, None, now, with));
     }
 
     /// Reads the facts handed along (the view only of spans without), and hands them on.
     fn on_input_with(
         &mut self,
-        mut batch: Batch,
+        batch: Batch,
         facts: Option<Facts>,
         now: Instant,
-        out: &mut Vec<(Batch, Option<Facts>)>,
+        out: &mut Vec<WithFacts>,
     ) {
-        let facts = match &mut batch {
-            Batch::Traces(r) => {
-                let facts = read_facts(r, facts, &mut self.names);
-                let mut traces = group_by_trace(r);
-                let measures: Vec<Measures> = traces
-                    .iter()
-                    .map(|t| measure(&t.spans, t.service, &facts))
-                    .collect();
-                let marks: Vec<Vec<Mark>> = {
-                    // A panic elsewhere while holding the lock must not stop the pipeline.
-                    let mut p = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                    measures.into_iter().map(|m| p.decide(m, now).1).collect()
-                };
-                for (t, m) in traces.iter_mut().zip(marks) {
-                    mark(&mut t.spans, m);
-                }
-                Some(facts)
+        let state = &self.state;
+        with_trace_facts(batch, facts, &mut self.names, out, |r, facts| {
+            let mut traces = group_by_trace(r);
+            let measures: Vec<Measures> = traces
+                .iter()
+                .map(|t| measure(&t.spans, t.service, facts))
+                .collect();
+            let marks: Vec<Vec<Mark>> = {
+                // A panic elsewhere while holding the lock must not stop the pipeline.
+                let mut p = state.lock().unwrap_or_else(|e| e.into_inner());
+                measures.into_iter().map(|m| p.decide(m, now).1).collect()
+            };
+            for (t, m) in traces.iter_mut().zip(marks) {
+                mark(&mut t.spans, m);
             }
-            _ => facts,
-        };
-        out.push((batch, facts));
+        });
     }
 
     fn share(&self) -> Option<Box<dyn Processor>> {

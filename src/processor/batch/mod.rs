@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::Processor;
+use super::{Processor, WithFacts, dropping_facts};
 use crate::config::{Problems, Validate, duration};
 use crate::genai::Facts;
 use crate::signal::{Batch, Signal};
@@ -67,7 +67,7 @@ impl BatchProcessor {
         }
     }
 
-    fn flush(&mut self, out: &mut Vec<(Batch, Option<Facts>)>) {
+    fn flush(&mut self, out: &mut Vec<WithFacts>) {
         let facts = self.held_facts.take();
         if let Some(b) = self.held.take() {
             out.push((b, facts));
@@ -90,21 +90,15 @@ fn append(into: &mut Batch, from: Batch) -> Result<(), Batch> {
 
 impl Processor for BatchProcessor {
     fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
-        let mut with = Vec::new();
-        self.on_input_with(batch, None, now, &mut with);
-        out.extend(with.into_iter().map(|(b, _)| b));
+        dropping_facts(out, |with| self.on_input_with(batch, None, now, with));
     }
 
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
-        let mut with = Vec::new();
-        self.on_tick_with(now, &mut with);
-        out.extend(with.into_iter().map(|(b, _)| b));
+        dropping_facts(out, |with| self.on_tick_with(now, with));
     }
 
     fn on_shutdown(&mut self, out: &mut Vec<Batch>) {
-        let mut with = Vec::new();
-        self.on_shutdown_with(&mut with);
-        out.extend(with.into_iter().map(|(b, _)| b));
+        dropping_facts(out, |with| self.on_shutdown_with(with));
     }
 
     /// The facts of the batches merged are merged too.
@@ -113,7 +107,7 @@ impl Processor for BatchProcessor {
         batch: Batch,
         facts: Option<Facts>,
         now: Instant,
-        out: &mut Vec<(Batch, Option<Facts>)>,
+        out: &mut Vec<WithFacts>,
     ) {
         let n = batch.item_count();
         if self
@@ -148,7 +142,7 @@ impl Processor for BatchProcessor {
         }
     }
 
-    fn on_tick_with(&mut self, now: Instant, out: &mut Vec<(Batch, Option<Facts>)>) {
+    fn on_tick_with(&mut self, now: Instant, out: &mut Vec<WithFacts>) {
         if self
             .since
             .is_some_and(|t| now.duration_since(t) >= self.config.timeout)
@@ -157,7 +151,7 @@ impl Processor for BatchProcessor {
         }
     }
 
-    fn on_shutdown_with(&mut self, out: &mut Vec<(Batch, Option<Facts>)>) {
+    fn on_shutdown_with(&mut self, out: &mut Vec<WithFacts>) {
         self.flush(out);
     }
 

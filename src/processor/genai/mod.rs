@@ -22,7 +22,7 @@ use crate::genai::prices::{
 };
 use crate::genai::view::{GenAiView, view};
 use crate::names::attrs as a;
-use crate::processor::Processor;
+use crate::processor::{Processor, WithFacts};
 use crate::signal::Batch;
 use crate::stage::Stage;
 
@@ -463,7 +463,7 @@ impl Processor for GenAiProcessor {
         mut batch: Batch,
         facts: Option<Facts>,
         now: Instant,
-        out: &mut Vec<(Batch, Option<Facts>)>,
+        out: &mut Vec<WithFacts>,
     ) {
         let facts = match &mut batch {
             Batch::Traces(r) => {

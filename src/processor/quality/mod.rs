@@ -16,7 +16,7 @@ use crate::config::{Problems, Validate};
 use crate::derived::DerivedMetrics;
 use crate::genai::{Facts, Names};
 use crate::names::attrs as a;
-use crate::processor::Processor;
+use crate::processor::{Processor, WithFacts, dropping_facts, with_trace_facts};
 use crate::signal::Batch;
 use crate::stage::Stage;
 
@@ -462,38 +462,25 @@ fn mean(v: &[f64]) -> Option<f64> {
 
 impl Processor for QualityProcessor {
     fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
-        let mut with = Vec::new();
-        self.on_input_with(batch, None, now, &mut with);
-        out.extend(with.into_iter().map(|(b, _)| b));
+        dropping_facts(out, |with| self.on_input_with(batch, None, now, with));
     }
 
     /// Reads the facts handed along (the view only of spans without), and hands them on.
     fn on_input_with(
         &mut self,
-        mut batch: Batch,
+        batch: Batch,
         facts: Option<Facts>,
         now: Instant,
-        out: &mut Vec<(Batch, Option<Facts>)>,
+        out: &mut Vec<WithFacts>,
     ) {
-        let facts = match &mut batch {
-            Batch::Traces(r) => {
-                let mut facts = facts.unwrap_or_default();
-                let all = r
-                    .resource_spans
-                    .iter()
-                    .flat_map(|rs| &rs.scope_spans)
-                    .flat_map(|ss| &ss.spans);
-                facts.fill(all, &mut self.names);
-                for mut t in crate::trace::group_by_trace(r) {
-                    let mut spans: Vec<&mut Span> =
-                        t.spans.iter_mut().map(|(_, s)| &mut **s).collect();
-                    self.score(t.service, &mut spans, &facts, now);
-                }
-                Some(facts)
+        let mut names = std::mem::take(&mut self.names);
+        with_trace_facts(batch, facts, &mut names, out, |r, facts| {
+            for mut t in crate::trace::group_by_trace(r) {
+                let mut spans: Vec<&mut Span> = t.spans.iter_mut().map(|(_, s)| &mut **s).collect();
+                self.score(t.service, &mut spans, facts, now);
             }
-            _ => facts,
-        };
-        out.push((batch, facts));
+        });
+        self.names = names;
     }
 }
 

@@ -379,7 +379,7 @@ impl Processor for Probe {
         batch: Batch,
         facts: Option<Facts>,
         _now: Instant,
-        out: &mut Vec<(Batch, Option<Facts>)>,
+        out: &mut Vec<WithFacts>,
     ) {
         if let Ok(mut seen) = self.0.lock() {
             seen.push(facts.clone());

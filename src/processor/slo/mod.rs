@@ -26,7 +26,7 @@ use crate::derived::defs as m;
 use crate::findings::{Finding, Findings, Severity};
 use crate::genai::{Facts, Names, SpanFacts};
 use crate::names::attrs as a;
-use crate::processor::Processor;
+use crate::processor::{Processor, WithFacts, dropping_facts};
 use crate::signal::Batch;
 use crate::trace::{FastMap, TraceSpans, group_by_trace};
 use window::{Counts, Ring};
@@ -868,9 +868,7 @@ fn model_of(s: &Span, facts: Option<&Facts>) -> Option<String> {
 
 impl Processor for SloProcessor {
     fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
-        let mut with = Vec::new();
-        self.on_input_with(batch, None, now, &mut with);
-        out.extend(with.into_iter().map(|(b, _)| b));
+        dropping_facts(out, |with| self.on_input_with(batch, None, now, with));
     }
 
     /// Reads models from the facts handed along (when an SLO or budget is split by model),
@@ -880,7 +878,7 @@ impl Processor for SloProcessor {
         mut batch: Batch,
         facts: Option<Facts>,
         now: Instant,
-        out: &mut Vec<(Batch, Option<Facts>)>,
+        out: &mut Vec<WithFacts>,
     ) {
         if let Batch::Traces(r) = &mut batch {
             let mut events = Vec::new();
@@ -937,9 +935,7 @@ impl SloShard {
 
 impl Processor for SloShard {
     fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
-        let mut with = Vec::new();
-        self.on_input_with(batch, None, now, &mut with);
-        out.extend(with.into_iter().map(|(b, _)| b));
+        dropping_facts(out, |with| self.on_input_with(batch, None, now, with));
     }
 
     /// As [`SloProcessor`]'s: models from the facts handed along, which go on.
@@ -948,7 +944,7 @@ impl Processor for SloShard {
         mut batch: Batch,
         facts: Option<Facts>,
         now: Instant,
-        out: &mut Vec<(Batch, Option<Facts>)>,
+        out: &mut Vec<WithFacts>,
     ) {
         let (mut found, mut spent) = (Vec::new(), Vec::new());
         if let Batch::Traces(r) = &mut batch {

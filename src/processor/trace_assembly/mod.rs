@@ -27,7 +27,7 @@ use events::{HeldBytesOverLimit, LateSpan, MemoryFlush, TraceFlushed, TraceHeld}
 
 use crate::config::{Problems, Validate, duration};
 use crate::genai::{Facts, SpanFacts};
-use crate::processor::Processor;
+use crate::processor::{Processor, WithFacts, dropping_facts};
 use crate::signal::Batch;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -761,7 +761,7 @@ fn to_requests(
     traces: Vec<AssembledTrace>,
     mut late: Vec<HeldSpan>,
     passed: Option<Facts>,
-) -> Vec<(Batch, Option<Facts>)> {
+) -> Vec<WithFacts> {
     let mut out = Vec::new();
     if mode == Mode::Stream {
         late.extend(traces.iter().filter_map(analysis_span));
@@ -899,9 +899,7 @@ fn build(
 
 impl Processor for TraceAssembly {
     fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
-        let mut with = Vec::new();
-        self.on_input_with(batch, None, now, &mut with);
-        out.extend(with.into_iter().map(|(b, _)| b));
+        dropping_facts(out, |with| self.on_input_with(batch, None, now, with));
     }
 
     /// Each held span keeps its facts; they leave with it.
@@ -910,7 +908,7 @@ impl Processor for TraceAssembly {
         batch: Batch,
         mut facts: Option<Facts>,
         now: Instant,
-        out: &mut Vec<(Batch, Option<Facts>)>,
+        out: &mut Vec<WithFacts>,
     ) {
         let Batch::Traces(req) = batch else {
             out.push((batch, facts));
@@ -924,18 +922,14 @@ impl Processor for TraceAssembly {
     }
 
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
-        let mut with = Vec::new();
-        self.on_tick_with(now, &mut with);
-        out.extend(with.into_iter().map(|(b, _)| b));
+        dropping_facts(out, |with| self.on_tick_with(now, with));
     }
 
     fn on_shutdown(&mut self, out: &mut Vec<Batch>) {
-        let mut with = Vec::new();
-        self.on_shutdown_with(&mut with);
-        out.extend(with.into_iter().map(|(b, _)| b));
+        dropping_facts(out, |with| self.on_shutdown_with(with));
     }
 
-    fn on_tick_with(&mut self, now: Instant, out: &mut Vec<(Batch, Option<Facts>)>) {
+    fn on_tick_with(&mut self, now: Instant, out: &mut Vec<WithFacts>) {
         let mut flushed = Vec::new();
         let pressed = match &mut self.memory {
             Some((m, seen)) => {
@@ -983,7 +977,7 @@ impl Processor for TraceAssembly {
         out.extend(to_requests(self.config.mode, flushed, Vec::new(), None));
     }
 
-    fn on_shutdown_with(&mut self, out: &mut Vec<(Batch, Option<Facts>)>) {
+    fn on_shutdown_with(&mut self, out: &mut Vec<WithFacts>) {
         let now = Instant::now();
         let ids: Vec<[u8; 16]> = self.traces.keys().copied().collect();
         let mut flushed = Vec::new();
