@@ -98,11 +98,6 @@ impl SpanFacts {
     pub fn read(s: &Span, names: &mut Names) -> SpanFacts {
         SpanFacts::from_view(&view(s), names)
     }
-
-    /// Whether the span is a GenAI span.
-    pub fn is_genai(&self) -> bool {
-        self.stage.is_some()
-    }
 }
 
 /// Model, agent and tool names shared between spans: a batch names few, so each is allocated

@@ -22,7 +22,7 @@ use crate::genai::prices::{
 };
 use crate::genai::view::{GenAiView, view};
 use crate::names::attrs as a;
-use crate::processor::{Processor, WithFacts};
+use crate::processor::{Processor, WithFacts, dropping_facts};
 use crate::signal::Batch;
 use crate::stage::Stage;
 
@@ -403,13 +403,7 @@ impl GenAiProcessor {
         r: &mut opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
         now: Instant,
     ) -> Facts {
-        let spans = r
-            .resource_spans
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .map(|ss| ss.spans.len())
-            .sum();
-        let mut facts = Facts::with_capacity(spans);
+        let mut facts = Facts::with_capacity(crate::signal::span_count(r));
         // Taken out for the loop (the enrichment borrows the rest of `self`).
         let mut names = std::mem::take(&mut self.names);
         for rs in &mut r.resource_spans {
@@ -445,15 +439,8 @@ impl GenAiProcessor {
 }
 
 impl Processor for GenAiProcessor {
-    fn on_input(&mut self, mut batch: Batch, now: Instant, out: &mut Vec<Batch>) {
-        match &mut batch {
-            Batch::Traces(r) => {
-                self.on_traces(r, now);
-            }
-            Batch::Logs(r) if self.config.redact_content => self.on_logs(r),
-            _ => {}
-        }
-        out.push(batch);
+    fn on_input(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
+        dropping_facts(out, |with| self.on_input_with(batch, None, now, with));
     }
 
     /// The facts read from each span's view go on with the batch: the stages after read them

@@ -556,24 +556,23 @@ impl TraceAssembly {
             for ss in rs.scope_spans {
                 let scope = Keyed::new(ss.scope, ss.schema_url);
                 for span in ss.spans {
-                    if self.config.mode == Mode::Stream {
-                        // The span leaves now with its facts; the copy needs none.
-                        let h = HeldSpan {
-                            resource: resource.clone(),
-                            scope: scope.clone(),
-                            span,
-                            facts: None,
-                        };
+                    let stream = self.config.mode == Mode::Stream;
+                    let h = HeldSpan {
+                        resource: resource.clone(),
+                        scope: scope.clone(),
+                        // In stream mode the span leaves now with the facts handed along (the
+                        // copy held for the analysis needs none); held, it keeps its own.
+                        facts: facts
+                            .as_deref_mut()
+                            .filter(|_| !stream)
+                            .and_then(|f| f.take(&span)),
+                        span,
+                    };
+                    if stream {
                         // The span leaves now; a copy waits for the analysis.
                         late.push(h.clone());
                         self.hold(h, now, flushed, &mut Vec::new());
                     } else {
-                        let h = HeldSpan {
-                            resource: resource.clone(),
-                            scope: scope.clone(),
-                            facts: facts.as_deref_mut().and_then(|f| f.take(&span)),
-                            span,
-                        };
                         self.hold(h, now, flushed, late);
                     }
                 }
