@@ -6,8 +6,8 @@
 //! Skipped with a message when the tools are missing, unless RAGWATCH_INTEROP=1 (.ci/run).
 
 use crate::harness;
-use crate::harness::tools::Killed;
 use crate::harness::tools::collect_exprs;
+use crate::harness::tools::start_prometheus;
 use crate::harness::tools::tool;
 
 use std::collections::BTreeSet;
@@ -137,27 +137,14 @@ service:
     // A real Prometheus scrapes the derived metrics every second.
     let dir = tempfile::tempdir().expect("tempdir");
     let prom_addr = harness::free_port();
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let _p = start_prometheus(
+        &prometheus,
+        dir.path(),
+        &format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ragwatch\n    static_configs:\n      - targets: ['{derived}', '{}']\n",
             s.admin_addr()
         ),
-    )
-    .expect("config");
-    let _p = Killed(
-        Command::new(&prometheus)
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
+        &prom_addr,
     );
     let query = format!(
         "http://{prom_addr}/api/v1/query?query=sum%20by%20(model)%20(rag_llm_cost_usd_total)"

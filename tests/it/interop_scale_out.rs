@@ -15,13 +15,12 @@
 //! Skipped with a message when Prometheus is missing, unless RAGWATCH_INTEROP=1 (.ci/run).
 
 use crate::harness;
-use crate::harness::tools::Killed;
 use crate::harness::tools::collect_exprs;
+use crate::harness::tools::start_prometheus;
 use crate::harness::tools::tool;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use harness::backend::Backend;
@@ -600,28 +599,15 @@ async fn three_replicas_behind_a_trace_id_partitioner_add_up_to_one_instance() {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let _p = start_prometheus(
+        &prometheus,
+        dir.path(),
+        &format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ragwatch\n    static_configs:\n      - targets: [{}]\n        labels: {{ group: single }}\n      - targets: [{}]\n        labels: {{ group: replicas }}\n",
             targets(std::slice::from_ref(single)),
             targets(replicas)
         ),
-    )
-    .expect("config");
-    let _p = Killed(
-        Command::new(&prometheus)
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={prom}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
+        &prom,
     );
 
     // The stream, whole to the single instance and partitioned over the replicas.

@@ -19,22 +19,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 fn chromium() -> Option<String> {
-    let found = ["chromium", "chromium-browser"].iter().find_map(|name| {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(name))
-                .find(|p| p.exists())
-                .map(|p| p.display().to_string())
-        })
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("RAGWATCH_INTEROP").is_err(),
-            "RAGWATCH_INTEROP is set but `chromium` was not found"
-        );
-        eprintln!("SKIPPED: `chromium` not found (apt-get install chromium)");
-    }
-    found
+    crate::harness::tools::tool_named(
+        &["chromium", "chromium-browser"],
+        "apt-get install chromium",
+    )
 }
 
 /// The browser process, in a process group of its own; ended (the group) when dropped.
