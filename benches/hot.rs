@@ -402,38 +402,45 @@ fn scattered_request(seed: u64) -> ExportTraceServiceRequest {
     out
 }
 
-fn assembly_origins(c: &mut Criterion) {
-    let req = scattered_request(5);
+/// Trace assembly holding one request of `spans` spans and flushing it all (one tick a minute
+/// later), in the `trace_assembly` group under `name`.
+fn hold_and_flush(c: &mut Criterion, name: &str, req: ExportTraceServiceRequest, spans: u64) {
     let mut g = c.benchmark_group("trace_assembly");
-    g.throughput(Throughput::Elements(800));
-    g.bench_function(
-        "hold_and_flush_100_traces_of_8_services_span_per_request",
-        |b| {
-            b.iter_batched(
-                || {
-                    (
-                        TraceAssembly::new(
-                            TraceAssemblyConfig::default(),
-                            vec![Box::new(
-                                ragwatch::processor::trace_assembly::summary::TraceSummary,
-                            )],
-                            Default::default(),
-                        ),
-                        Batch::Traces(req.clone()),
-                    )
-                },
-                |(mut a, batch)| {
-                    let now = Instant::now();
-                    let mut out = Vec::new();
-                    a.on_input(batch, now, &mut out);
-                    a.on_tick(now + Duration::from_secs(60), &mut out);
-                    out
-                },
-                BatchSize::SmallInput,
-            )
-        },
-    );
+    g.throughput(Throughput::Elements(spans));
+    g.bench_function(name, |b| {
+        b.iter_batched(
+            || {
+                (
+                    TraceAssembly::new(
+                        TraceAssemblyConfig::default(),
+                        vec![Box::new(
+                            ragwatch::processor::trace_assembly::summary::TraceSummary,
+                        )],
+                        Default::default(),
+                    ),
+                    Batch::Traces(req.clone()),
+                )
+            },
+            |(mut a, batch)| {
+                let now = Instant::now();
+                let mut out = Vec::new();
+                a.on_input(batch, now, &mut out);
+                a.on_tick(now + Duration::from_secs(60), &mut out);
+                out
+            },
+            BatchSize::SmallInput,
+        )
+    });
     g.finish();
+}
+
+fn assembly_origins(c: &mut Criterion) {
+    hold_and_flush(
+        c,
+        "hold_and_flush_100_traces_of_8_services_span_per_request",
+        scattered_request(5),
+        800,
+    );
 }
 
 /// One trace of 2000 spans from 200 pods of one service (their resources differ only in
@@ -477,37 +484,12 @@ fn wide_trace_request(seed: u64) -> ExportTraceServiceRequest {
 }
 
 fn assembly_wide(c: &mut Criterion) {
-    let req = wide_trace_request(8);
-    let mut g = c.benchmark_group("trace_assembly");
-    g.throughput(Throughput::Elements(2000));
-    g.bench_function(
+    hold_and_flush(
+        c,
         "hold_and_flush_one_trace_of_2000_spans_from_200_pods",
-        |b| {
-            b.iter_batched(
-                || {
-                    (
-                        TraceAssembly::new(
-                            TraceAssemblyConfig::default(),
-                            vec![Box::new(
-                                ragwatch::processor::trace_assembly::summary::TraceSummary,
-                            )],
-                            Default::default(),
-                        ),
-                        Batch::Traces(req.clone()),
-                    )
-                },
-                |(mut a, batch)| {
-                    let now = Instant::now();
-                    let mut out = Vec::new();
-                    a.on_input(batch, now, &mut out);
-                    a.on_tick(now + Duration::from_secs(60), &mut out);
-                    out
-                },
-                BatchSize::SmallInput,
-            )
-        },
+        wide_trace_request(8),
+        2000,
     );
-    g.finish();
 }
 
 /// What the exporters of a pipeline do with one batch: two take its size (their queues' byte
