@@ -456,20 +456,29 @@ impl SloProcessor {
             .unwrap_or(Duration::from_secs(3600))
     }
 
-    /// The events a trace gives each SLO.
-    fn events(&self, t: &TraceSpans<'_>, facts: Option<&Facts>, out: &mut Vec<Event>) {
-        events(&self.config.slos, &self.thresholds, t, facts, out);
-    }
-
-    fn spend(&mut self, t: &TraceSpans<'_>, facts: Option<&Facts>, now: Instant) {
-        let spends = spends(t, self.budgets_by_model(), facts);
-        self.apply_spends(spends, now);
-    }
-
     /// Whether some budget is split by model (then spends read the model).
     fn budgets_by_model(&self) -> bool {
         self.budgets.iter().any(|b| b.config.model.is_some())
     }
+}
+
+/// The events and spends of a batch's traces: read from the spans, the facts handed along and
+/// the SLOs' settings alone, so a shard reads them without holding the shared windows.
+fn read_batch(
+    slos: &[SloConfig],
+    thresholds: &[f64],
+    by_model: bool,
+    batch: &mut Batch,
+    facts: Option<&Facts>,
+) -> (Vec<Event>, Vec<Spend>) {
+    let (mut found, mut spent) = (Vec::new(), Vec::new());
+    if let Batch::Traces(r) = batch {
+        for t in group_by_trace(r) {
+            events(slos, thresholds, &t, facts, &mut found);
+            spent.extend(spends(&t, by_model, facts));
+        }
+    }
+    (found, spent)
 }
 
 /// The events a trace gives each SLO: read from the spans and the SLOs' settings alone, so a
@@ -880,16 +889,14 @@ impl Processor for SloProcessor {
         now: Instant,
         out: &mut Vec<WithFacts>,
     ) {
-        if let Batch::Traces(r) = &mut batch {
-            let mut events = Vec::new();
-            for t in group_by_trace(r) {
-                self.events(&t, facts.as_ref(), &mut events);
-                self.spend(&t, facts.as_ref(), now);
-            }
-            self.record_all(events, Vec::new(), now);
-        } else {
-            self.record_all(Vec::new(), Vec::new(), now);
-        }
+        let (found, spent) = read_batch(
+            &self.config.slos,
+            &self.thresholds,
+            self.budgets_by_model(),
+            &mut batch,
+            facts.as_ref(),
+        );
+        self.record_all(found, spent, now);
         out.push((batch, facts));
     }
 
@@ -946,13 +953,13 @@ impl Processor for SloShard {
         now: Instant,
         out: &mut Vec<WithFacts>,
     ) {
-        let (mut found, mut spent) = (Vec::new(), Vec::new());
-        if let Batch::Traces(r) = &mut batch {
-            for t in group_by_trace(r) {
-                events(&self.slos, &self.thresholds, &t, facts.as_ref(), &mut found);
-                spent.extend(spends(&t, self.by_model, facts.as_ref()));
-            }
-        }
+        let (found, spent) = read_batch(
+            &self.slos,
+            &self.thresholds,
+            self.by_model,
+            &mut batch,
+            facts.as_ref(),
+        );
         self.with(|p| p.record_all(found, spent, now));
         out.push((batch, facts));
     }
