@@ -244,34 +244,7 @@ fn derived_metrics(c: &mut Criterion) {
 }
 
 fn assembly(c: &mut Criterion) {
-    let req = request(3);
-    let mut g = c.benchmark_group("trace_assembly");
-    g.throughput(Throughput::Elements(400));
-    g.bench_function("hold_and_flush_100_traces", |b| {
-        b.iter_batched(
-            || {
-                (
-                    TraceAssembly::new(
-                        TraceAssemblyConfig::default(),
-                        vec![Box::new(
-                            ragwatch::processor::trace_assembly::summary::TraceSummary,
-                        )],
-                        Default::default(),
-                    ),
-                    Batch::Traces(req.clone()),
-                )
-            },
-            |(mut a, batch)| {
-                let now = Instant::now();
-                let mut out = Vec::new();
-                a.on_input(batch, now, &mut out);
-                a.on_tick(now + Duration::from_secs(60), &mut out);
-                out
-            },
-            BatchSize::SmallInput,
-        )
-    });
-    g.finish();
+    hold_and_flush(c, "hold_and_flush_100_traces", request(3), 400);
 }
 
 fn critical_path(c: &mut Criterion) {
